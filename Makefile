@@ -1,0 +1,66 @@
+# The two commands of the README:
+#   make run    set everything up (venv, packages, model files), build the index, start the chat UI
+#   make test   set everything up, plus Chromium for the browser tests, then ruff, mypy and pytest
+# Both are idempotent: a second run skips what is already there.
+
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+# llama.cpp must not be built for the build machine's exact CPU: the native build crashed with
+# "Illegal instruction" on these machines (see ../shared/STACK.md).
+export CMAKE_ARGS := -DGGML_NATIVE=OFF
+export HF_HUB_OFFLINE := 1
+export GRADIO_ANALYTICS_ENABLED := False
+export ANONYMIZED_TELEMETRY := False
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+DEPS_STAMP := $(VENV)/.deps-$(shell cat pyproject.toml 2>/dev/null | sha256sum | cut -c1-12)
+
+.PHONY: run test setup models browser lint typecheck pytest bench eval clean
+
+run: setup
+	$(BIN)/coach serve
+
+test: setup browser lint typecheck pytest
+
+setup: $(DEPS_STAMP) models
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(DEPS_STAMP): pyproject.toml | $(BIN)/python
+	@echo "installing Python packages (llama-cpp-python compiles once, about 6 minutes) ..."
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	rm -f $(VENV)/.deps-*
+	touch $@
+
+models: $(DEPS_STAMP)
+	$(BIN)/coach models install
+
+# Debian's Chromium for the Playwright tests (never `playwright install`: it downloads a browser).
+browser:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  echo "installing chromium from Debian ..."; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	fi
+	@/usr/bin/chromium --version
+
+lint:
+	$(BIN)/ruff check src tests bench app.py
+
+typecheck:
+	$(BIN)/mypy src
+
+pytest:
+	$(BIN)/python -m pytest -ra $(PYTEST_ARGS)
+
+bench: setup
+	$(BIN)/python bench/run.py
+
+eval: setup
+	$(BIN)/coach eval ../shared/eval/dev.jsonl
+
+clean:
+	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,17 @@
+"""Errors a user can cause or fix: each carries one clear message, shown instead of a traceback."""
+
+
+class CoachError(Exception):
+    """A failure with a message meant for the person running coach (no traceback needed)."""
+
+
+class ModelMissingError(CoachError):
+    """A model file is missing or does not match its pinned sha256."""
+
+
+class IndexError_(CoachError):
+    """The index is missing, corrupt, unreachable or built with another embedding model."""
+
+
+class BackendUnavailableError(CoachError):
+    """A chat backend cannot answer (server down, wrong key, model missing, crashed)."""

@@ -1,0 +1,140 @@
+"""Hybrid retrieval: dense (Chroma) and lexical (BM25) rankings fused by reciprocal rank -> passages."""
+
+from __future__ import annotations
+
+import re
+import threading
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from rank_bm25 import BM25Okapi
+
+from coach.config import Settings
+from coach.store import Index
+
+_STOP = frozenset("""a an and are as at be been but by can could do does for from has have how i if in into
+is it its me my of on or our should so than that the their them there these they this to was we what when
+where which who whom why will with would you your about also any more most other such then too very just
+tell give please role job""".split())
+_WORD = re.compile(r"[a-z0-9][a-z0-9+#/.-]*[a-z0-9+#]|[a-z0-9]")
+
+
+def tokenize(text: str) -> list[str]:
+    """Lower-cased content words with a light plural/suffix fold, for BM25."""
+    out = []
+    for word in _WORD.findall(text.lower()):
+        if word in _STOP:
+            continue
+        for suffix in ("ies", "es", "s"):
+            if len(word) > 4 and word.endswith(suffix) and not word.endswith("ss"):
+                word = word[: -len(suffix)] + ("y" if suffix == "ies" else "")
+                break
+        out.append(word)
+    return out
+
+
+@dataclass
+class Passage:
+    """A retrieved passage, its provenance and its scores."""
+
+    id: str
+    text: str
+    section: str
+    subsection: str
+    source: str
+    role: str
+    score: float
+    dense: float = 0.0
+    lexical: float = 0.0
+
+    @property
+    def label(self) -> str:
+        """Section > Subsection."""
+        return f"{self.section} > {self.subsection}" if self.subsection else self.section
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (section, subsection, source, score, text, ...)."""
+        data = asdict(self)
+        data["score"] = round(self.score, 6)
+        data["dense"] = round(self.dense, 4)
+        data["lexical"] = round(self.lexical, 4)
+        return data
+
+
+class HybridRetriever:
+    """Dense + BM25 over the active index, fused with reciprocal rank fusion."""
+
+    def __init__(self, index: Index, candidates: int = 20, rrf_k: int = 60, min_relevance: float = 0.25,
+                 lexical_weight: float = 0.5) -> None:
+        self.index = index
+        self.candidates = candidates
+        self.rrf_k = rrf_k
+        self.min_relevance = min_relevance
+        self.lexical_weight = lexical_weight
+        self._lock = threading.Lock()
+        self._loaded: tuple[str, int] | None = None
+        self._ids: list[str] = []
+        self._docs: list[str] = []
+        self._metas: list[dict[str, Any]] = []
+        self._bm25: BM25Okapi | None = None
+
+    def _refresh(self) -> None:
+        """(Re)load the lexical index when the active collection changed (another instance may sync)."""
+        collection = self.index.collection()
+        key = (collection.name, collection.count())
+        with self._lock:
+            if key == self._loaded:
+                return
+            _, ids, docs, metas = self.index.all_passages()
+            corpus = [tokenize(f"{m.get('heading_path', '')} {d}") for d, m in zip(docs, metas)]
+            self._ids, self._docs, self._metas = ids, docs, metas
+            self._bm25 = BM25Okapi(corpus) if corpus else None
+            self._loaded = key
+
+    def lexical(self, query: str, n: int) -> list[tuple[int, float]]:
+        """(position, BM25 score) of the n best lexical matches with a positive score."""
+        self._refresh()
+        terms = tokenize(query)
+        if not terms or self._bm25 is None:
+            return []
+        scores = self._bm25.get_scores(terms)
+        order = sorted(range(len(scores)), key=lambda i: -scores[i])[:n]
+        return [(i, float(scores[i])) for i in order if scores[i] > 0]
+
+    def search(self, query: str, k: int = 4, mode: Literal["hybrid", "dense"] = "hybrid") -> list[Passage]:
+        """The k best passages for query, best first."""
+        dense = self.index.query(query, self.candidates)
+        fused: dict[str, float] = {}
+        info: dict[str, Passage] = {}
+        for rank, hit in enumerate(dense):
+            fused[hit.id] = 1.0 / (self.rrf_k + rank + 1)
+            meta = hit.metadata
+            info[hit.id] = Passage(hit.id, hit.text, meta.get("section", ""), meta.get("subsection", ""),
+                                   meta.get("source", ""), meta.get("role", ""), 0.0, dense=hit.similarity)
+        if mode == "hybrid":
+            for rank, (pos, score) in enumerate(self.lexical(query, self.candidates)):
+                cid = self._ids[pos]
+                fused[cid] = fused.get(cid, 0.0) + self.lexical_weight / (self.rrf_k + rank + 1)
+                if cid not in info:
+                    meta = self._metas[pos]
+                    info[cid] = Passage(cid, self._docs[pos], meta.get("section", ""),
+                                        meta.get("subsection", ""), meta.get("source", ""),
+                                        meta.get("role", ""), 0.0)
+                info[cid].lexical = score
+        ranked = sorted(fused, key=lambda c: -fused[c])[:k]
+        out = []
+        for cid in ranked:
+            passage = info[cid]
+            passage.score = fused[cid]
+            out.append(passage)
+        return out
+
+    def covered(self, passages: list[Passage]) -> bool:
+        """Whether the knowledge base has something relevant: a close enough dense match."""
+        return any(p.dense >= self.min_relevance for p in passages)
+
+
+def build_retriever(index: Index, settings: Settings) -> HybridRetriever:
+    """A retriever tuned by the settings."""
+    return HybridRetriever(index, settings.candidates, settings.rrf_k, settings.min_relevance,
+                           settings.lexical_weight)
