@@ -65,7 +65,7 @@ class MiniLMEmbeddings(Embeddings):
 
 
 class FakeEmbeddings(Embeddings):
-    """Deterministic bag-of-words hashing vectors, for unit tests: same text, same vector; shared words, near."""
+    """Deterministic hashed bag-of-words vectors for unit tests: same text, same vector."""
 
     model_id = "fake-hash-64"
 

@@ -86,7 +86,7 @@ class HybridRetriever:
             if key == self._loaded:
                 return
             _, ids, docs, metas = self.index.all_passages()
-            corpus = [tokenize(f"{m.get('heading_path', '')} {d}") for d, m in zip(docs, metas)]
+            corpus = [tokenize(f"{m.get('heading_path', '')} {d}") for d, m in zip(docs, metas, strict=True)]
             self._ids, self._docs, self._metas = ids, docs, metas
             self._bm25 = BM25Okapi(corpus) if corpus else None
             self._loaded = key

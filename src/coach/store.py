@@ -185,7 +185,7 @@ class Index:
     def _apply(self, collection: Any, chunks: Sequence[Chunk], progress: bool) -> SyncReport:
         wanted = {c.id: c for c in chunks}
         existing = collection.get(include=["metadatas"])
-        have = {i: (m or {}).get("hash") for i, m in zip(existing["ids"], existing["metadatas"] or [])}
+        have = {i: (m or {}).get("hash") for i, m in zip(existing["ids"], existing["metadatas"] or [], strict=True)}
         report = SyncReport(collection=collection.name)
         todo: list[Chunk] = []
         for cid, chunk in wanted.items():
@@ -204,7 +204,7 @@ class Index:
         for i in range(0, len(todo), batch):
             part = todo[i:i + batch]
             vectors = self.embedder.embed_documents([c.embed_text for c in part])
-            collection.upsert(ids=[c.id for c in part], embeddings=vectors,  # type: ignore[arg-type]
+            collection.upsert(ids=[c.id for c in part], embeddings=vectors,
                               documents=[c.text for c in part], metadatas=[c.metadata() for c in part])
             bar(len(part))
         for i in range(0, len(stale), batch):
@@ -228,7 +228,7 @@ class Index:
                                include=["documents", "metadatas", "distances"])
         hits = []
         for cid, doc, meta, dist in zip(res["ids"][0], (res["documents"] or [[]])[0],
-                                        (res["metadatas"] or [[]])[0], (res["distances"] or [[]])[0]):
+                                        (res["metadatas"] or [[]])[0], (res["distances"] or [[]])[0], strict=True):
             # Default space is squared L2; on unit vectors it maps to cosine as 1 - d/2.
             hits.append(Hit(cid, doc or "", dict(meta or {}), 1.0 - float(dist) / 2.0))
         return hits
