@@ -17,6 +17,7 @@ EXIT_USAGE = 2
 
 
 def _settings(args: argparse.Namespace) -> Settings:
+    """Settings with the flags that were given on top (flags override COACH_* and .env)."""
     return load_settings(
         knowledge_dir=getattr(args, "knowledge", None), data_dir=getattr(args, "data", None),
         models_dir=getattr(args, "models", None), chroma_url=getattr(args, "chroma_url", None),

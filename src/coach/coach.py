@@ -1,0 +1,410 @@
+"""The conversation: check the question, make it standalone, retrieve, prompt, stream, check, cite."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+import unicodedata
+from collections import Counter
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from coach import extractive, grounding
+from coach.config import Settings
+from coach.errors import BackendUnavailableError, CoachError
+from coach.llm.base import ChatBackend, Message
+from coach.prompts import Prompts
+from coach.retrieval import HybridRetriever, Passage
+
+
+class InputError(CoachError):
+    """The question cannot be asked as it is (empty, too long)."""
+
+
+_INJECTION = re.compile(
+    r"ignore (all |any )?(the |your )?(previous|prior|above|earlier|preceding) (instructions|rules|prompts?)"
+    r"|disregard (all |any )?(the |your )?(previous|prior|above|earlier)?\s*(instructions|rules)"
+    r"|(reveal|show|print|repeat|output|tell me|give me|display|leak)\b.{0,40}\b(system prompt|hidden "
+    r"(instructions|prompt|rules)|your (instructions|rules|prompt|guidelines))"
+    r"|system prompt|you have no rules|without (any )?(rules|restrictions)|no restrictions"
+    r"|developer mode|jailbreak|\bDAN\b|you are (now|no longer)\b|act as (an? )?(unrestricted|unfiltered)"
+    r"|forget (all |everything|your)",
+    re.IGNORECASE,
+)
+_FOLLOW_UP = re.compile(
+    r"^(and|but|or|so|also|what about|how about|then)\b"
+    r"|\b(it|its|that|this one|those|these|they|them|their|he|she|him|her|the (first|second|third|last|"
+    r"other|previous|same) (one|ones|item|point)?|one|ones|above|previous(ly)?|earlier|more|else|instead)\b",
+    re.IGNORECASE,
+)
+_DECLINE = re.compile(
+    r"(does not|doesn't|do not|don't|cannot|can't) (cover|contain|mention|include|say|provide|answer)"
+    r"|not (covered|mentioned|included|available|provided) in|no information (about|on)",
+    re.IGNORECASE,
+)
+_CONTROL = re.compile(r"[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f\u200b-\u200f\u2028\u2029\u202a-\u202e\u2060-"
+                      r"\u2064\ufeff]")
+_CITE = re.compile(r"\[(\d+(?:\s*[,;]\s*\d+)*)\]")
+
+
+@dataclass
+class Answer:
+    """A finished answer: text, sources in the order they are cited, timings and provenance."""
+
+    question: str
+    standalone: str
+    text: str = ""
+    sources: list[Passage] = field(default_factory=list)
+    backend: str = ""
+    model: str = ""
+    latency_ms: float = 0.0
+    ttft_ms: float | None = None
+    out_of_scope: bool = False
+    injection: bool = False
+    fallback: str | None = None
+    removed_figures: list[str] = field(default_factory=list)
+    completion_tokens: int = 0
+    generation_s: float = 0.0
+
+    @property
+    def tokens_per_second(self) -> float:
+        """Generation speed of the model (0 without a model)."""
+        return self.completion_tokens / self.generation_s if self.generation_s > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON of `coach ask --json` and of `coach eval --out` lines."""
+        return {
+            "question": self.question, "standalone_question": self.standalone, "answer": self.text,
+            "sources": [p.to_dict() for p in self.sources], "latency_ms": round(self.latency_ms, 1),
+            "ttft_ms": None if self.ttft_ms is None else round(self.ttft_ms, 1), "backend": self.backend,
+            "model": self.model, "out_of_scope": self.out_of_scope, "injection": self.injection,
+            "fallback": self.fallback, "removed_figures": self.removed_figures,
+            "completion_tokens": self.completion_tokens, "tokens_per_second": round(self.tokens_per_second, 2),
+        }
+
+
+@dataclass
+class Event:
+    """One step of a streamed answer.
+
+    kinds: `sources` (retrieval finished: passages and extractive key points, before the model writes),
+    `token` (more answer text), `replace` (the whole answer text changed, e.g. a figure was removed
+    or the fallback answered), `done` (the final Answer).
+    """
+
+    kind: Literal["sources", "token", "replace", "done"]
+    text: str = ""
+    sources: list[Passage] = field(default_factory=list)
+    answer: Answer | None = None
+
+
+def clean_question(text: str, limit: int) -> str:
+    """The question normalised (NFC, no control or zero-width characters); raises InputError if unusable."""
+    if text is None:
+        text = ""
+    if len(text) > limit:
+        raise InputError(f"Your message is {len(text):,} characters long; the limit is {limit:,}. "
+                         "Please shorten it and ask again.")
+    text = _CONTROL.sub("", unicodedata.normalize("NFC", text)).strip()
+    if not text:
+        raise InputError("The question is empty: type a question about the role, e.g. “What does it pay?”")
+    return text
+
+
+class _Citations:
+    """Renumbers [n] citations while the answer streams, from the model's numbering to the sources' order."""
+
+    def __init__(self, mapping: dict[int, int], extra: Any) -> None:
+        self.mapping = dict(mapping)
+        self.extra = extra  # called with an unknown model number; returns a display number or None
+        self.buffer = ""
+
+    def _convert(self, match: re.Match[str]) -> str:
+        shown = []
+        for raw in re.split(r"\s*[,;]\s*", match.group(1)):
+            number = self.mapping.get(int(raw))
+            if number is None:
+                number = self.extra(int(raw))
+                if number is not None:
+                    self.mapping[int(raw)] = number
+            if number is not None and number not in shown:
+                shown.append(number)
+        return "".join(f"[{n}]" for n in shown)
+
+    def feed(self, text: str) -> str:
+        """Text that is safe to show now (an open bracket is held back until it closes)."""
+        self.buffer += text
+        cut = self.buffer.rfind("[")
+        if cut >= 0 and "]" not in self.buffer[cut:] and len(self.buffer) - cut < 16:
+            ready, self.buffer = self.buffer[:cut], self.buffer[cut:]
+        else:
+            ready, self.buffer = self.buffer, ""
+        return _CITE.sub(self._convert, ready)
+
+    def flush(self) -> str:
+        """Whatever is still held back."""
+        ready, self.buffer = self.buffer, ""
+        return _CITE.sub(self._convert, ready)
+
+
+class Coach:
+    """Answers questions about a role from the index, with one chat backend (or none: extractive)."""
+
+    def __init__(self, settings: Settings, retriever: HybridRetriever, backend: ChatBackend | None,
+                 prompts: Prompts, backend_name: str | None = None) -> None:
+        self.settings = settings
+        self.retriever = retriever
+        self.backend = backend
+        self.prompts = prompts
+        self.backend_name = backend_name or (backend.name if backend else "extractive")
+        self._kb_lock = threading.Lock()
+        self._kb: tuple[Any, list[Passage], dict[str, int], str] | None = None
+        self.warm_error: str | None = None
+
+    @property
+    def model_name(self) -> str:
+        """The model answering (or `none` for the extractive backend)."""
+        return self.backend.model if self.backend else "none"
+
+    # -- the knowledge base as a prompt prefix ---------------------------------------------------------
+    def _knowledge(self) -> tuple[list[Passage], dict[str, int], str]:
+        """Every passage in a stable order, its number, and the knowledge text of the system prompt."""
+        name, ids, docs, metas = self.retriever.index.all_passages()
+        key = (name, len(ids))
+        with self._kb_lock:
+            if self._kb is None or self._kb[0] != key:
+                order = sorted(range(len(ids)), key=lambda i: (metas[i].get("source", ""), ids[i]))
+                passages = [Passage(ids[i], docs[i], metas[i].get("section", ""), metas[i].get("subsection", ""),
+                                    metas[i].get("source", ""), metas[i].get("role", ""), 0.0) for i in order]
+                numbers = {p.id: n for n, p in enumerate(passages, 1)}
+                text = "\n\n".join(f"[{n}] {p.label}\n{p.text}" for n, p in enumerate(passages, 1))
+                self._kb = (key, passages, numbers, text)
+            return self._kb[1], self._kb[2], self._kb[3]
+
+    def role(self) -> str:
+        """The role (or roles) the knowledge base describes."""
+        passages, _, _ = self._knowledge()
+        roles = Counter(p.role for p in passages if p.role)
+        return " / ".join(r for r, _ in roles.most_common(3)) or "this role"
+
+    def topics(self) -> str:
+        """What the coach can help with: the knowledge base's section titles."""
+        passages, _, _ = self._knowledge()
+        seen: list[str] = []
+        for p in passages:
+            if p.section and p.section not in seen:
+                seen.append(p.section)
+        return ", ".join(seen)
+
+    def context_mode(self) -> str:
+        """`knowledge` (whole knowledge base as a cached prefix) or `passages` (retrieved passages only)."""
+        mode = self.settings.context_mode
+        if mode != "auto":
+            return mode
+        if self.backend is None or not self.backend.caches_prefix:
+            return "passages"
+        _, _, text = self._knowledge()
+        fits = self.backend.count_tokens(text) <= self.settings.knowledge_prefix_max_tokens
+        return "knowledge" if fits else "passages"
+
+    def system_prompt(self) -> str:
+        """The system prompt of the current context mode."""
+        if self.context_mode() == "knowledge":
+            _, _, text = self._knowledge()
+            return self.prompts.render("system_knowledge", role=self.role(), topics=self.topics(), knowledge=text)
+        return self.prompts.render("system_passages", role=self.role(), topics=self.topics())
+
+    def warm(self) -> None:
+        """Load the model and prepare its cached prompt prefix (run in the background at start-up)."""
+        if self.backend is None:
+            return
+        try:
+            self.backend.prepare(self.system_prompt())
+        except BackendUnavailableError as exc:
+            self.warm_error = str(exc)
+        except CoachError as exc:
+            self.warm_error = str(exc)
+
+    def warm_in_background(self) -> threading.Thread:
+        """Start warm() on a daemon thread."""
+        thread = threading.Thread(target=self.warm, name="coach-warm", daemon=True)
+        thread.start()
+        return thread
+
+    # -- conversation -----------------------------------------------------------------------------------
+    @staticmethod
+    def _history(history: list[dict[str, Any]] | None) -> list[Message]:
+        """User/assistant turns only: sources blocks and notices (messages with a title) are dropped."""
+        out: list[Message] = []
+        for m in history or []:
+            role, content = m.get("role"), m.get("content")
+            if role not in ("user", "assistant") or not isinstance(content, str) or not content.strip():
+                continue
+            if (m.get("metadata") or {}).get("title"):
+                continue
+            out.append({"role": str(role), "content": content})
+        return out
+
+    def _trim(self, turns: list[Message]) -> list[Message]:
+        """The most recent turns that fit the history token budget."""
+        count = self.backend.count_tokens if self.backend else (lambda t: max(1, len(t) // 4))
+        kept: list[Message] = []
+        budget = self.settings.history_tokens
+        for m in reversed(turns):
+            cost = count(m["content"]) + 4
+            if cost > budget:
+                break
+            kept.insert(0, m)
+            budget -= cost
+        while kept and kept[0]["role"] != "user":
+            kept.pop(0)
+        return kept
+
+    def standalone(self, question: str, turns: list[Message]) -> str:
+        """The question rewritten so that it can be searched without the conversation."""
+        previous = [m["content"] for m in turns if m["role"] == "user"]
+        if not previous or not _FOLLOW_UP.search(question):
+            return question
+        use_model = self.backend is not None and not self.backend.caches_prefix
+        if use_model and self.backend is not None:
+            # A remote model rewrites cheaply; for the local model an extra call would cost a whole
+            # uncached prompt, so the previous question is prepended instead (enough for retrieval,
+            # and the model itself still sees the conversation).
+            history = "\n".join(f"{m['role']}: {m['content'][:400]}" for m in turns[-4:])
+            prompt = self.prompts.render("rewrite", history=history, question=question)
+            try:
+                text = "".join(self.backend.stream([{"role": "user", "content": prompt}], 60, 0.0)).strip()
+                text = text.splitlines()[0].strip().strip('"') if text else ""
+                if 3 <= len(text) <= 400:
+                    return text
+            except BackendUnavailableError:
+                pass
+        return f"{previous[-1]} {question}"
+
+    def stream(self, question: str, history: list[dict[str, Any]] | None = None,
+               top_k: int | None = None) -> Iterator[Event]:
+        """Answer one question in the context of history, as a stream of events ending with `done`."""
+        start = time.perf_counter()
+        question = clean_question(question, self.settings.max_question_chars)
+        turns = self._trim(self._history(history))
+        answer = Answer(question, question, backend=self.backend_name, model=self.model_name)
+
+        def finish(text: str) -> Iterator[Event]:
+            answer.text = text
+            answer.latency_ms = (time.perf_counter() - start) * 1000
+            if answer.ttft_ms is None:
+                answer.ttft_ms = answer.latency_ms
+            yield Event("done", text=text, sources=answer.sources, answer=answer)
+
+        if _INJECTION.search(question):
+            answer.injection = True
+            yield from finish(self.prompts.render("injection", role=self.role(), topics=self.topics()))
+            return
+
+        answer.standalone = self.standalone(question, turns)
+        passages = self.retriever.search(answer.standalone, k=top_k or self.settings.top_k)
+        if not self.retriever.covered(passages):
+            answer.out_of_scope = True
+            yield from finish(self.prompts.render("out_of_scope", role=self.role(), topics=self.topics()))
+            return
+        answer.sources = list(passages)
+        intro = self.prompts.render("extractive_intro")
+        key_facts = extractive.compose(question + " " + answer.standalone, passages, intro)
+        yield Event("sources", text=key_facts, sources=list(answer.sources))
+
+        if self.backend is None:
+            answer.ttft_ms = (time.perf_counter() - start) * 1000
+            yield Event("token", text=key_facts)
+            yield from finish(key_facts)
+            return
+
+        try:
+            text = yield from self._generate(answer, turns, start)
+        except BackendUnavailableError as exc:
+            answer.fallback = str(exc)
+            note = self.prompts.render("fallback_note", backend=self.backend_name, reason=str(exc))
+            text = f"{note}\n\n{key_facts}" if key_facts else note
+            yield Event("replace", text=text)
+            yield from finish(text)
+            return
+
+        checked = self._check(text, answer, key_facts)
+        if checked != text:
+            yield Event("replace", text=checked, sources=list(answer.sources))
+        yield from finish(checked)
+
+    def _generate(self, answer: Answer, turns: list[Message], start: float) -> Generator[Event, None, str]:
+        """Stream the model's answer (citations renumbered to the sources' order); returns the full text."""
+        assert self.backend is not None
+        mode = self.context_mode()
+        shown = {p.id: n for n, p in enumerate(answer.sources, 1)}
+        if mode == "knowledge":
+            everything, numbers, _ = self._knowledge()
+            by_number = {numbers[p.id]: p for p in everything}
+            mapping = {numbers[pid]: n for pid, n in shown.items() if pid in numbers}
+            refs = ", ".join(f"[{numbers[p.id]}] {p.label}" for p in answer.sources if p.id in numbers)
+            user = self.prompts.render("user_knowledge", refs=refs, question=answer.question)
+        else:
+            by_number = {n: p for n, p in enumerate(answer.sources, 1)}
+            mapping = {n: n for n in by_number}
+            passages = "\n\n".join(f"[{n}] {p.label}\n{p.text}" for n, p in enumerate(answer.sources, 1))
+            user = self.prompts.render("user_passages", passages=passages, question=answer.question)
+
+        def cite_extra(number: int) -> int | None:
+            passage = by_number.get(number)
+            if passage is None:
+                return None  # a citation of a passage that does not exist is dropped
+            answer.sources.append(passage)
+            return len(answer.sources)
+
+        citations = _Citations(mapping, cite_extra)
+        messages = [{"role": "system", "content": self.system_prompt()}, *turns, {"role": "user", "content": user}]
+        parts: list[str] = []
+        first: float | None = None
+        for piece in self.backend.stream(messages, self.settings.max_answer_tokens, self.settings.temperature):
+            if first is None:
+                first = time.perf_counter()
+                answer.ttft_ms = (first - start) * 1000
+            answer.completion_tokens += 1
+            shown_text = citations.feed(piece)
+            if shown_text:
+                parts.append(shown_text)
+                yield Event("token", text=shown_text)
+        tail = citations.flush()
+        if tail:
+            parts.append(tail)
+            yield Event("token", text=tail)
+        if first is not None:
+            answer.generation_s = time.perf_counter() - first
+        return "".join(parts).strip()
+
+    def _check(self, text: str, answer: Answer, key_facts: str) -> str:
+        """Grounding and safety checks on a finished model answer."""
+        system_rules = self.prompts.render("system_passages", role=self.role(), topics=self.topics())
+        if _leaks(text, system_rules):
+            answer.injection = True
+            return self.prompts.render("injection", role=self.role(), topics=self.topics())
+        if not text:
+            answer.fallback = "the model returned an empty answer"
+            return key_facts
+        source_text = "\n".join(f"{p.label}\n{p.text}" for p in answer.sources)
+        cleaned, removed = grounding.strip_ungrounded(text, source_text)
+        if removed:
+            answer.removed_figures = sorted(removed)
+            if len(_CITE.sub("", cleaned).strip()) < 25:
+                answer.fallback = "the model stated figures that are not in the sources"
+                return key_facts
+            text = cleaned
+        if _DECLINE.search(text):
+            answer.out_of_scope = True
+        return text
+
+
+def _leaks(text: str, secret: str, window: int = 8) -> bool:
+    """Whether text repeats any run of `window` consecutive words of the secret prompt."""
+    words = re.findall(r"\w+", secret.lower())
+    grams = {" ".join(words[i:i + window]) for i in range(len(words) - window + 1)}
+    said = re.findall(r"\w+", text.lower())
+    return any(" ".join(said[i:i + window]) in grams for i in range(len(said) - window + 1))

@@ -1,0 +1,45 @@
+"""Figures in a generated answer must appear in its sources; otherwise they are not shown as fact."""
+
+from __future__ import annotations
+
+import re
+
+_CITATION = re.compile(r"\[\s*\d+(?:\s*[,;]\s*\d+)*\s*\]")
+_ENUMERATION = re.compile(r"(?m)^\s*\d{1,2}[.)]\s")
+_FIGURE = re.compile(r"(?<![\w.])\$?\s?(\d{1,3}(?:,\d{3})+|\d+)(?:\.(\d+))?\s?([kKmM](?![a-zA-Z])|%|percent)?")
+_SENTENCE_OR_LINE = re.compile(r"(?<=[.!?])\s+(?=[A-Z(\-*])|\n")
+
+
+def figures(text: str) -> set[str]:
+    """Normalised numbers in text: '$150K' and '150,000' both give '150000'; '10%' gives '10'."""
+    text = _ENUMERATION.sub(" ", _CITATION.sub(" ", text))
+    found = set()
+    for whole, frac, unit in _FIGURE.findall(text):
+        value = float(whole.replace(",", "") + (f".{frac}" if frac else ""))
+        if unit and unit.lower() == "k":
+            value *= 1_000
+        elif unit and unit.lower() == "m":
+            value *= 1_000_000
+        found.add(str(int(value)) if value.is_integer() else f"{value:.4f}".rstrip("0"))
+    return found
+
+
+def ungrounded(answer: str, source_text: str) -> set[str]:
+    """Figures stated in the answer that the sources never state."""
+    return figures(answer) - figures(source_text)
+
+
+def strip_ungrounded(answer: str, source_text: str) -> tuple[str, set[str]]:
+    """The answer without the sentences or bullets that state an unsupported figure."""
+    bad = ungrounded(answer, source_text)
+    if not bad:
+        return answer, bad
+    kept = []
+    for piece in re.split(r"(\n)", answer):
+        if piece == "\n":
+            kept.append(piece)
+            continue
+        sentences = _SENTENCE_OR_LINE.split(piece)
+        kept.append(" ".join(s for s in sentences if not (figures(s) & bad)))
+    text = re.sub(r"\n{3,}", "\n\n", "".join(kept)).strip()
+    return text, bad

@@ -1,0 +1,31 @@
+"""Chat backends behind one interface: local (llama.cpp in-process), openai-compatible, fake.
+
+The extractive "backend" needs no model; it lives in coach.extractive and is also the fallback.
+"""
+
+from __future__ import annotations
+
+from coach.config import Settings
+from coach.llm.base import ChatBackend, Message
+
+
+def make_backend(name: str, settings: Settings) -> ChatBackend | None:
+    """The backend called `name` (None for `extractive`); heavy SDKs are imported only when chosen."""
+    if name == "extractive":
+        return None
+    if name == "local":
+        from coach.llm.local import LocalLlamaBackend
+
+        return LocalLlamaBackend.from_settings(settings)
+    if name == "openai":
+        from coach.llm.openai_compat import OpenAIBackend
+
+        return OpenAIBackend.from_settings(settings)
+    if name == "fake":
+        from coach.llm.fake import FakeChat
+
+        return FakeChat()
+    raise ValueError(f"unknown backend {name!r}; choose local, openai, extractive or fake")
+
+
+__all__ = ["ChatBackend", "Message", "make_backend"]

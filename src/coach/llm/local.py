@@ -1,0 +1,192 @@
+"""The embedded local model: a GGUF file run in-process by llama.cpp (llama-cpp-python).
+
+Why in-process rather than `llama_cpp.server`: the answer prompt starts with a long fixed prefix (the
+knowledge base); in-process we can evaluate it once, save llama.cpp's state to disk and restore it in a
+fraction of a second after a restart or after another prompt displaced it. One model instance is shared
+by every conversation; a lock serialises requests (llama.cpp has one KV cache), so two people asking at
+once are answered one after the other, each streaming as soon as its turn comes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from coach.config import Settings
+from coach.errors import BackendUnavailableError, ModelMissingError
+from coach.llm.base import Message
+from coach.models import CHAT_FILES, check
+
+_STOP = ["<|im_end|>", "<|endoftext|>", "<|im_start|>"]
+
+
+def _chatml(role: str, content: str) -> str:
+    return f"<|im_start|>{role}\n{content}<|im_end|>\n"
+
+
+class LocalLlamaBackend:
+    """Qwen2.5-Coder-1.5B-Instruct (ChatML) on llama.cpp, with a persisted KV cache of the system prompt."""
+
+    name = "local"
+    caches_prefix = True
+
+    def __init__(self, model_path: Path, models_dir: Path, cache_dir: Path, n_ctx: int = 8192,
+                 n_threads: int = 2, n_batch: int = 512) -> None:
+        self.model_path = model_path
+        self.model = model_path.stem
+        self._models_dir = models_dir
+        self._cache_dir = cache_dir
+        self._n_ctx = n_ctx
+        self._n_threads = n_threads
+        self._n_batch = n_batch
+        self._llm: Any = None
+        self._lock = threading.Lock()
+        self._prefix_key: str | None = None
+        self._prefix_tokens: list[int] = []
+        self._prefix_state: Any = None
+        self.stats: dict[str, float] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LocalLlamaBackend:
+        """The backend for the configured GGUF file."""
+        models_dir = Path(settings.models_dir)
+        return cls(models_dir / settings.local_model_file, models_dir, Path(settings.data_dir) / "kv-cache",
+                   settings.n_ctx, settings.n_threads)
+
+    # -- loading --------------------------------------------------------------------------------
+    def _load(self) -> Any:
+        if self._llm is not None:
+            return self._llm
+        try:
+            if self.model_path.name in {f.path for f in CHAT_FILES}:
+                check(self._models_dir, CHAT_FILES)
+            elif not self.model_path.is_file():
+                raise ModelMissingError(f"Model file {self.model_path} is missing")
+        except ModelMissingError as exc:
+            raise BackendUnavailableError(str(exc)) from None
+        try:
+            from llama_cpp import Llama
+        except ImportError:
+            raise BackendUnavailableError(
+                "llama-cpp-python is not installed: run `make run` (it builds it with CMAKE_ARGS=-DGGML_NATIVE=OFF)"
+            ) from None
+        start = time.perf_counter()
+        try:
+            self._llm = Llama(model_path=str(self.model_path), n_ctx=self._n_ctx, n_threads=self._n_threads,
+                              n_threads_batch=self._n_threads, n_batch=self._n_batch, verbose=False)
+        except Exception as exc:
+            raise BackendUnavailableError(f"the local model could not be loaded ({type(exc).__name__})") from None
+        self.stats["load_s"] = time.perf_counter() - start
+        return self._llm
+
+    def _tokens(self, text: str) -> list[int]:
+        return list(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens in the model's own tokenizer (an estimate until the model is loaded)."""
+        if self._llm is None:
+            return max(1, len(text) // 4)
+        return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
+    # -- the cached prefix ------------------------------------------------------------------------
+    def _key(self, system: str) -> str:
+        size = self.model_path.stat().st_size if self.model_path.exists() else 0
+        material = f"{self.model_path.name}|{size}|{self._n_ctx}|{self._n_batch}|{system}"
+        return hashlib.sha256(material.encode("utf-8")).hexdigest()[:20]
+
+    def prepare(self, system: str) -> None:
+        """Make the KV cache hold the system prompt: from RAM, from disk, or by evaluating it once."""
+        with self._lock:
+            self._ensure_prefix(system)
+
+    def _ensure_prefix(self, system: str) -> None:
+        llm = self._load()
+        key = self._key(system)
+        if key != self._prefix_key:
+            self._prefix_key, self._prefix_state = key, None
+            self._prefix_tokens = self._tokens(_chatml("system", system))
+            self._prefix_state = self._read_state(key)
+        n = len(self._prefix_tokens)
+        if llm.n_tokens >= n and list(llm.input_ids[:n]) == self._prefix_tokens:
+            return  # still in the KV cache
+        if self._prefix_state is not None:
+            start = time.perf_counter()
+            llm.load_state(self._prefix_state)
+            self.stats["prefix_restore_s"] = time.perf_counter() - start
+            return
+        start = time.perf_counter()
+        llm.reset()
+        llm.eval(self._prefix_tokens)
+        self.stats["prefix_eval_s"] = time.perf_counter() - start
+        self.stats["prefix_tokens"] = n
+        self._prefix_state = llm.save_state()
+        self._write_state(key, self._prefix_state)
+
+    def _state_file(self, key: str) -> Path:
+        return self._cache_dir / f"prefix-{key}.npz"
+
+    def _read_state(self, key: str) -> Any:
+        path = self._state_file(key)
+        if not path.is_file():
+            return None
+        from llama_cpp import LlamaState
+
+        try:
+            with np.load(path) as data:
+                n_tokens = int(data["n_tokens"])
+                blob = data["llama_state"].tobytes()
+                input_ids = np.zeros((self._n_ctx,), dtype=np.intc)
+                input_ids[:n_tokens] = data["input_ids"]
+            rows = min(n_tokens, self._llm.scores.shape[0])
+            scores = np.zeros((rows, self._llm.n_vocab()), dtype=np.single)
+            return LlamaState(input_ids=input_ids, scores=scores, n_tokens=n_tokens, llama_state=blob,
+                              llama_state_size=len(blob), seed=int(data["seed"]))
+        except Exception:  # a torn or foreign file: evaluate the prefix again
+            path.unlink(missing_ok=True)
+            return None
+
+    def _write_state(self, key: str, state: Any) -> None:
+        """Persist the prefix state (logits are not saved: the next prompt's suffix recomputes them)."""
+        try:
+            self._cache_dir.mkdir(parents=True, exist_ok=True)
+            for old in self._cache_dir.glob("prefix-*.npz"):
+                old.unlink(missing_ok=True)  # knowledge or prompts changed: the old prefix is useless
+            tmp = self._cache_dir / f".prefix-{key}.tmp.npz"
+            np.savez(tmp, n_tokens=state.n_tokens, input_ids=state.input_ids[: state.n_tokens],
+                     llama_state=np.frombuffer(state.llama_state, dtype=np.uint8), seed=state.seed)
+            tmp.replace(self._state_file(key))
+        except OSError:
+            pass  # a read-only data folder only costs the next start-up the prefix evaluation
+
+    # -- generation -----------------------------------------------------------------------------------
+    def stream(self, messages: list[Message], max_tokens: int, temperature: float) -> Iterator[str]:
+        """Yield the reply; the system message is served from the cached prefix when possible."""
+        with self._lock:
+            system = messages[0]["content"] if messages and messages[0]["role"] == "system" else ""
+            if system:
+                self._ensure_prefix(system)
+                prefix = self._prefix_tokens
+            else:
+                self._load()
+                prefix = []
+            rest = "".join(_chatml(m["role"], m["content"]) for m in messages if m["role"] != "system")
+            tokens = prefix + self._tokens(rest + "<|im_start|>assistant\n")
+            if len(tokens) + max_tokens > self._n_ctx:
+                raise BackendUnavailableError(
+                    f"the prompt ({len(tokens)} tokens) does not fit the context window ({self._n_ctx})")
+            try:
+                for part in self._llm.create_completion(tokens, max_tokens=max_tokens, temperature=temperature,
+                                                        top_p=0.9, repeat_penalty=1.05, stop=_STOP, stream=True):
+                    text = part["choices"][0]["text"]
+                    if text:
+                        yield text
+            except BackendUnavailableError:
+                raise
+            except Exception as exc:
+                raise BackendUnavailableError(f"the local model failed ({type(exc).__name__})") from None
