@@ -161,6 +161,7 @@ class Coach:
         self.backend_name = backend_name or (backend.name if backend else "extractive")
         self._kb_lock = threading.Lock()
         self._kb: tuple[Any, list[Passage], dict[str, int], str] | None = None
+        self._kb_checked = 0.0  # the index is re-checked for changes at most every few seconds
         self.warm_error: str | None = None
 
     @property
@@ -171,10 +172,14 @@ class Coach:
     # -- the knowledge base as a prompt prefix ---------------------------------------------------------
     def _knowledge(self) -> tuple[list[Passage], dict[str, int], str]:
         """Every passage in a stable order, its number, and the knowledge text of the system prompt."""
-        name, ids, docs, metas = self.retriever.index.all_passages()
-        key = (name, len(ids))
         with self._kb_lock:
+            now = time.monotonic()
+            if self._kb is not None and now - self._kb_checked < 5.0:
+                return self._kb[1], self._kb[2], self._kb[3]
+            self._kb_checked = now
+            key = self.retriever.index.revision()
             if self._kb is None or self._kb[0] != key:
+                _, ids, docs, metas = self.retriever.index.all_passages()
                 order = sorted(range(len(ids)), key=lambda i: (metas[i].get("source", ""), ids[i]))
                 passages = [Passage(ids[i], docs[i], metas[i].get("section", ""), metas[i].get("subsection", ""),
                                     metas[i].get("source", ""), metas[i].get("role", ""), 0.0) for i in order]
@@ -244,6 +249,9 @@ class Coach:
                 continue
             if (m.get("metadata") or {}).get("title"):
                 continue
+            if role == "assistant":
+                # Citation numbers of an earlier answer refer to that answer's sources, not this prompt's.
+                content = _CITE.sub("", content)
             out.append({"role": str(role), "content": content})
         return out
 
@@ -399,6 +407,9 @@ class Coach:
             text = cleaned
         if _DECLINE.search(text):
             answer.out_of_scope = True
+        elif not _CITE.search(text):
+            numbered = [(n, f"{p.label}\n{p.text}") for n, p in enumerate(answer.sources, 1)]
+            text = grounding.cite_missing(text, numbered)
         return text
 
 

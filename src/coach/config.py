@@ -54,6 +54,9 @@ class Settings(BaseSettings):
         "auto", description="`knowledge`: whole knowledge base as a cached prompt prefix; `passages`: "
         "only retrieved passages; `auto`: knowledge for the local model when it fits, else passages."
     )
+    kv_cache_dir: Path | None = Field(
+        None, description="Where the local model's prepared prompt prefix is saved; default DATA_DIR/kv-cache."
+    )
     knowledge_prefix_max_tokens: int = Field(
         5500, description="Largest knowledge base (in model tokens) used as a prompt prefix."
     )

@@ -43,3 +43,38 @@ def strip_ungrounded(answer: str, source_text: str) -> tuple[str, set[str]]:
         kept.append(" ".join(s for s in sentences if not (figures(s) & bad)))
     text = re.sub(r"\n{3,}", "\n\n", "".join(kept)).strip()
     return text, bad
+
+
+def cite_missing(answer: str, sources: list[tuple[int, str]], min_overlap: int = 2) -> str:
+    """Append [n] to each sentence or bullet that states something from source n but cites nothing.
+
+    Small models often forget to cite; the passage sharing the most content words (figures count
+    double) with the sentence is the one it came from.
+    """
+    from coach.retrieval import tokenize
+
+    if not sources:
+        return answer
+    prepared = [(n, set(tokenize(text)), figures(text)) for n, text in sources]
+    out_lines = []
+    for line in answer.split("\n"):
+        pieces = _SENTENCE_OR_LINE.split(line)
+        done = []
+        for piece in pieces:
+            if not piece.strip() or _CITATION.search(piece) or piece.rstrip().endswith(":"):
+                done.append(piece)
+                continue
+            words, figs = set(tokenize(piece)), figures(piece)
+            best, best_score = 0, 0
+            for n, source_words, source_figs in prepared:
+                score = len(words & source_words) + 2 * len(figs & source_figs)
+                if score > best_score:
+                    best, best_score = n, score
+            if best and best_score >= min_overlap:
+                stripped = piece.rstrip()
+                end = stripped[-1] if stripped[-1] in ".!?" else ""
+                body = stripped[:-1] if end else stripped
+                piece = f"{body} [{best}]{end}" + piece[len(stripped):]
+            done.append(piece)
+        out_lines.append(" ".join(done))
+    return "\n".join(out_lines)

@@ -72,7 +72,7 @@ class HybridRetriever:
         self.min_relevance = min_relevance
         self.lexical_weight = lexical_weight
         self._lock = threading.Lock()
-        self._loaded: tuple[str, int] | None = None
+        self._loaded: tuple[str, str, int] | None = None
         self._ids: list[str] = []
         self._docs: list[str] = []
         self._metas: list[dict[str, Any]] = []
@@ -80,8 +80,7 @@ class HybridRetriever:
 
     def _refresh(self) -> None:
         """(Re)load the lexical index when the active collection changed (another instance may sync)."""
-        collection = self.index.collection()
-        key = (collection.name, collection.count())
+        key = self.index.revision()
         with self._lock:
             if key == self._loaded:
                 return

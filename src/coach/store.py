@@ -173,7 +173,7 @@ class Index:
         old = self._candidates()
         fresh = self._new_collection()
         report = self._apply(fresh, chunks, progress)
-        fresh.modify(metadata=self._meta(complete=True))
+        fresh.modify(metadata={**self._meta(complete=True), "revision": uuid.uuid4().hex})
         for col in old:
             try:
                 self.client.delete_collection(col.name)
@@ -210,6 +210,11 @@ class Index:
         for i in range(0, len(stale), batch):
             collection.delete(ids=stale[i:i + batch])
         bar(0, done=True)
+        if report.embedded or report.removed:
+            # Readers (other app instances too) notice the change by this revision, without a full scan.
+            meta = dict(collection.metadata or {})
+            meta["revision"] = uuid.uuid4().hex
+            collection.modify(metadata=meta)
         return report
 
     # -- reading ------------------------------------------------------------------------------
@@ -232,6 +237,11 @@ class Index:
             # Default space is squared L2; on unit vectors it maps to cosine as 1 - d/2.
             hits.append(Hit(cid, doc or "", dict(meta or {}), 1.0 - float(dist) / 2.0))
         return hits
+
+    def revision(self) -> tuple[str, str, int]:
+        """Changes whenever the active index's content changes: (collection, revision, count)."""
+        collection = self.collection()
+        return collection.name, str((collection.metadata or {}).get("revision", "")), collection.count()
 
     def count(self) -> int:
         """Passages in the active index (0 when there is none)."""

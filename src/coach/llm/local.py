@@ -56,8 +56,8 @@ class LocalLlamaBackend:
     def from_settings(cls, settings: Settings) -> LocalLlamaBackend:
         """The backend for the configured GGUF file."""
         models_dir = Path(settings.models_dir)
-        return cls(models_dir / settings.local_model_file, models_dir, Path(settings.data_dir) / "kv-cache",
-                   settings.n_ctx, settings.n_threads)
+        cache_dir = settings.kv_cache_dir or Path(settings.data_dir) / "kv-cache"
+        return cls(models_dir / settings.local_model_file, models_dir, cache_dir, settings.n_ctx, settings.n_threads)
 
     # -- loading --------------------------------------------------------------------------------
     def _load(self) -> Any:
