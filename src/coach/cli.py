@@ -155,8 +155,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.close()
         code = 0
     except Exception as exc:  # pydantic validation of a bad env var, etc.: one line, not a traceback
-        if type(exc).__name__ == "ValidationError":
-            _say(f"error: invalid setting: {str(exc).splitlines()[0:3]}")
+        errors = getattr(exc, "errors", None)
+        if type(exc).__name__ == "ValidationError" and callable(errors):
+            for err in errors():
+                field = ".".join(str(p) for p in err.get("loc", ())) or "setting"
+                _say(f"error: invalid setting {field}: {err.get('msg', 'invalid value')}")
             code = EXIT_USAGE
         else:
             raise

@@ -39,8 +39,8 @@ class Chunk:
 
     @property
     def hash(self) -> str:
-        """Content hash: changes whenever the embedded text changes."""
-        return hashlib.sha256(self.embed_text.encode("utf-8")).hexdigest()[:32]
+        """Content hash: changes whenever the text or its heading path (role included) changes."""
+        return hashlib.sha256(f"{self.heading_path}\n{self.text}".encode()).hexdigest()[:32]
 
     @property
     def label(self) -> str:
@@ -149,7 +149,7 @@ def parse_file(path: Path, root: Path, max_words: int, default_role: str = "") -
     """Chunks of one Markdown file; raises CoachError when the file cannot be used."""
     raw = path.read_bytes()
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8-sig")  # a byte-order mark must not hide the front matter
     except UnicodeDecodeError as exc:
         raise CoachError(f"{path}: not valid UTF-8 (byte {exc.start}); skipped") from None
     meta, body = _front_matter(text.replace("\r\n", "\n"))
@@ -180,10 +180,13 @@ def parse_file(path: Path, root: Path, max_words: int, default_role: str = "") -
     if not seen_heading:
         raise CoachError(f"{path}: has no headings; skipped")
     chunks = []
+    counters: dict[tuple[str, str], int] = {}  # a (section, subsection) may come back after a deeper heading
     for sec, sub, group_lines in groups:
-        for n, piece in enumerate(_pack(_blocks(group_lines), max_words)):
+        for piece in _pack(_blocks(group_lines), max_words):
             if not sec and not sub:
                 sec = path.stem
+            n = counters.get((sec, sub), 0)
+            counters[(sec, sub)] = n + 1
             chunk_id = f"{source}#{_slug(sec)}/{_slug(sub)}/{n}"
             chunks.append(Chunk(chunk_id, piece, role, sec, sub, source))
     return chunks

@@ -19,17 +19,24 @@ tell give please role job""".split())
 _WORD = re.compile(r"[a-z0-9][a-z0-9+#/.-]*[a-z0-9+#]|[a-z0-9]")
 
 
+def _singular(word: str) -> str:
+    """A light plural fold so that "practice" matches "practices" and "bonus" matches "bonuses"."""
+    if len(word) <= 3 or not word.endswith("s") or word.endswith(("ss", "us", "is")):
+        return word
+    if word.endswith("ies") and len(word) > 4:
+        return word[:-3] + "y"
+    if word.endswith(("sses", "xes", "zes", "ches", "shes")) or (word.endswith("uses") and len(word) > 6):
+        return word[:-2]  # processes, boxes, matches, bonuses
+    return word[:-1]  # skills, practices, courses
+
+
 def tokenize(text: str) -> list[str]:
     """Lower-cased content words with a light plural/suffix fold, for BM25."""
     out = []
     for word in _WORD.findall(text.lower()):
         if word in _STOP:
             continue
-        for suffix in ("ies", "es", "s"):
-            if len(word) > 4 and word.endswith(suffix) and not word.endswith("ss"):
-                word = word[: -len(suffix)] + ("y" if suffix == "ies" else "")
-                break
-        out.append(word)
+        out.append(_singular(word))
     return out
 
 

@@ -12,6 +12,7 @@ import secrets
 import sys
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
@@ -22,6 +23,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 import gradio as gr  # noqa: E402
+from gradio import component_meta  # noqa: E402
 from gradio.components.chatbot import TextMessage  # noqa: E402
 
 from coach.coach import Answer, Coach, InputError, clean_question  # noqa: E402
@@ -55,35 +57,42 @@ def unescape_text(text: str) -> str:
     return text.replace("&#33;[", "![").replace("&lt;", "<").replace("&amp;", "&")
 
 
-def safe_chatbot(**kwargs: Any) -> gr.Chatbot:
-    """A Chatbot that escapes message text on its way to the browser and restores it on its way back.
+@contextmanager
+def _no_stub_files() -> Iterator[None]:
+    """Gradio writes a .pyi stub beside the module of every Component subclass; not beside ours."""
+    real = component_meta.create_or_modify_pyi
+    setattr(component_meta, "create_or_modify_pyi", lambda *args, **kwargs: None)  # noqa: B010
+    try:
+        yield
+    finally:
+        setattr(component_meta, "create_or_modify_pyi", real)  # noqa: B010
 
-    Sanitising alone (sanitize_html) would drop a `<script>` silently; escaping shows it as typed. The
-    methods are wrapped on the instance: a Component subclass would make Gradio write a .pyi file
-    beside this module.
-    """
-    bot = gr.Chatbot(**kwargs)
-    postprocess, preprocess = bot.postprocess, bot.preprocess
 
-    def escaped(value: Any) -> Any:
-        data = postprocess(value)
-        data.root = [m.model_copy(update={"content": [
-            TextMessage(text=escape_text(part.text)) if isinstance(part, TextMessage) else part
-            for part in m.content]}) for m in data.root]
-        return data
+with _no_stub_files():
 
-    def restored(payload: Any) -> Any:
-        messages = preprocess(payload)
-        for message in messages:
-            for part in message["content"]:
-                if part.get("type") == "text":
-                    text_part = cast(dict[str, Any], part)
-                    text_part["text"] = unescape_text(text_part["text"])
-        return messages
+    class SafeChatbot(gr.Chatbot):
+        """The Chatbot, escaping message text on its way to the browser and restoring it on its way back.
 
-    bot.postprocess = escaped  # type: ignore[method-assign]
-    bot.preprocess = restored  # type: ignore[method-assign]
-    return bot
+        Sanitising alone (sanitize_html) would drop a `<script>` silently; escaping shows it as typed. A
+        subclass (not a patched instance): Gradio rebuilds a session's component from its class on updates.
+        """
+
+        is_template = True  # drawn by the frontend's own chatbot component
+
+        def _postprocess_content(self, chat_message: Any) -> Any:
+            out = super()._postprocess_content(chat_message)
+            if isinstance(out, TextMessage):
+                return TextMessage(text=escape_text(out.text))
+            return out
+
+        def preprocess(self, payload: Any) -> list[Any]:
+            messages = super().preprocess(payload)
+            for message in messages:
+                for part in message["content"]:
+                    if part.get("type") == "text":
+                        text_part = cast(dict[str, Any], part)
+                        text_part["text"] = unescape_text(text_part["text"])
+            return messages
 
 
 class CoachChatInterface(gr.ChatInterface):
@@ -363,7 +372,7 @@ def build_ui(coach: Coach, settings: Settings) -> gr.Blocks:
                           info="How many passages to retrieve for each question", render=False)
         chat = CoachChatInterface(
             respond,
-            chatbot=safe_chatbot(label="Coach", sanitize_html=True, render_markdown=True, scale=1,
+            chatbot=SafeChatbot(label="Coach", sanitize_html=True, render_markdown=True, scale=1,
                                 placeholder="Ask about the role, or pick an example below.",
                                 buttons=["copy"], elem_id="coach-chatbot"),
             textbox=gr.Textbox(placeholder="Ask a question about the role…", show_label=False, scale=7,
