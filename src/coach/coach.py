@@ -14,6 +14,7 @@ from typing import Any, Literal
 from coach import extractive, grounding
 from coach.config import Settings
 from coach.errors import BackendUnavailableError, CoachError
+from coach.guards import CITE, Citations, StreamGuard, leaks, looks_like_injection, secret_ngrams
 from coach.llm.base import ChatBackend, Message
 from coach.prompts import Prompts
 from coach.retrieval import HybridRetriever, Passage
@@ -23,16 +24,6 @@ class InputError(CoachError):
     """The question cannot be asked as it is (empty, too long)."""
 
 
-_INJECTION = re.compile(
-    r"ignore (all |any )?(the |your )?(previous|prior|above|earlier|preceding) (instructions|rules|prompts?)"
-    r"|disregard (all |any )?(the |your )?(previous|prior|above|earlier)?\s*(instructions|rules)"
-    r"|(reveal|show|print|repeat|output|tell me|give me|display|leak)\b.{0,40}\b(system prompt|hidden "
-    r"(instructions|prompt|rules)|your (instructions|rules|prompt|guidelines))"
-    r"|system prompt|you have no rules|without (any )?(rules|restrictions)|no restrictions"
-    r"|developer mode|jailbreak|\bDAN\b|you are (now|no longer)\b|act as (an? )?(unrestricted|unfiltered)"
-    r"|forget (all |everything|your)",
-    re.IGNORECASE,
-)
 _FOLLOW_UP = re.compile(
     r"^(and|but|or|so|also|what about|how about|then)\b"
     r"|\b(it|its|that|this one|those|these|they|them|their|he|she|him|her|the (first|second|third|last|"
@@ -46,7 +37,7 @@ _DECLINE = re.compile(
 )
 _CONTROL = re.compile(r"[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f\u200b-\u200f\u2028\u2029\u202a-\u202e\u2060-"
                       r"\u2064\ufeff]")
-_CITE = re.compile(r"\[(\d+(?:\s*[,;]\s*\d+)*)\]")
+
 
 
 @dataclass
@@ -65,6 +56,8 @@ class Answer:
     injection: bool = False
     fallback: str | None = None
     removed_figures: list[str] = field(default_factory=list)
+    model_ttft_ms: float | None = None  # first token from the model (ttft_ms: first text shown)
+    leaked: bool = False
     completion_tokens: int = 0
     generation_s: float = 0.0
 
@@ -78,7 +71,9 @@ class Answer:
         return {
             "question": self.question, "standalone_question": self.standalone, "answer": self.text,
             "sources": [p.to_dict() for p in self.sources], "latency_ms": round(self.latency_ms, 1),
-            "ttft_ms": None if self.ttft_ms is None else round(self.ttft_ms, 1), "backend": self.backend,
+            "ttft_ms": None if self.ttft_ms is None else round(self.ttft_ms, 1),
+            "model_ttft_ms": None if self.model_ttft_ms is None else round(self.model_ttft_ms, 1),
+            "backend": self.backend,
             "model": self.model, "out_of_scope": self.out_of_scope, "injection": self.injection,
             "fallback": self.fallback, "removed_figures": self.removed_figures,
             "completion_tokens": self.completion_tokens, "tokens_per_second": round(self.tokens_per_second, 2),
@@ -113,42 +108,6 @@ def clean_question(text: str, limit: int) -> str:
     return text
 
 
-class _Citations:
-    """Renumbers [n] citations while the answer streams, from the model's numbering to the sources' order."""
-
-    def __init__(self, mapping: dict[int, int], extra: Any) -> None:
-        self.mapping = dict(mapping)
-        self.extra = extra  # called with an unknown model number; returns a display number or None
-        self.buffer = ""
-
-    def _convert(self, match: re.Match[str]) -> str:
-        shown = []
-        for raw in re.split(r"\s*[,;]\s*", match.group(1)):
-            number = self.mapping.get(int(raw))
-            if number is None:
-                number = self.extra(int(raw))
-                if number is not None:
-                    self.mapping[int(raw)] = number
-            if number is not None and number not in shown:
-                shown.append(number)
-        return "".join(f"[{n}]" for n in shown)
-
-    def feed(self, text: str) -> str:
-        """Text that is safe to show now (an open bracket is held back until it closes)."""
-        self.buffer += text
-        cut = self.buffer.rfind("[")
-        if cut >= 0 and "]" not in self.buffer[cut:] and len(self.buffer) - cut < 16:
-            ready, self.buffer = self.buffer[:cut], self.buffer[cut:]
-        else:
-            ready, self.buffer = self.buffer, ""
-        return _CITE.sub(self._convert, ready)
-
-    def flush(self) -> str:
-        """Whatever is still held back."""
-        ready, self.buffer = self.buffer, ""
-        return _CITE.sub(self._convert, ready)
-
-
 class Coach:
     """Answers questions about a role from the index, with one chat backend (or none: extractive)."""
 
@@ -163,6 +122,7 @@ class Coach:
         self._kb: tuple[Any, list[Passage], dict[str, int], str] | None = None
         self._kb_checked = 0.0  # the index is re-checked for changes at most every few seconds
         self.warm_error: str | None = None
+        self._secret_grams: set[str] | None = None
 
     @property
     def model_name(self) -> str:
@@ -251,7 +211,7 @@ class Coach:
                 continue
             if role == "assistant":
                 # Citation numbers of an earlier answer refer to that answer's sources, not this prompt's.
-                content = _CITE.sub("", content)
+                content = CITE.sub("", content)
             out.append({"role": str(role), "content": content})
         return out
 
@@ -306,7 +266,7 @@ class Coach:
                 answer.ttft_ms = answer.latency_ms
             yield Event("done", text=text, sources=answer.sources, answer=answer)
 
-        if _INJECTION.search(question):
+        if looks_like_injection(question):
             answer.injection = True
             yield from finish(self.prompts.render("injection", role=self.role(), topics=self.topics()))
             return
@@ -328,8 +288,9 @@ class Coach:
             yield from finish(key_facts)
             return
 
+        streamed: list[str] = []
         try:
-            text = yield from self._generate(answer, turns, start)
+            text = yield from self._generate(answer, turns, start, streamed)
         except BackendUnavailableError as exc:
             answer.fallback = str(exc)
             note = self.prompts.render("fallback_note", backend=self.backend_name, reason=str(exc))
@@ -339,12 +300,16 @@ class Coach:
             return
 
         checked = self._check(text, answer, key_facts)
-        if checked != text:
+        if checked != "".join(streamed).strip():
             yield Event("replace", text=checked, sources=list(answer.sources))
         yield from finish(checked)
 
-    def _generate(self, answer: Answer, turns: list[Message], start: float) -> Generator[Event, None, str]:
-        """Stream the model's answer (citations renumbered to the sources' order); returns the full text."""
+    def _generate(self, answer: Answer, turns: list[Message], start: float,
+                  streamed: list[str]) -> Generator[Event, None, str]:
+        """Stream the model's answer, checked and with citations renumbered; returns all the model said.
+
+        What was shown is appended to `streamed`.
+        """
         assert self.backend is not None
         mode = self.context_mode()
         shown = {p.id: n for n, p in enumerate(answer.sources, 1)}
@@ -360,38 +325,63 @@ class Coach:
             passages = "\n\n".join(f"[{n}] {p.label}\n{p.text}" for n, p in enumerate(answer.sources, 1))
             user = self.prompts.render("user_passages", passages=passages, question=answer.question)
 
+        guard = StreamGuard("\n".join(f"{p.label}\n{p.text}" for p in answer.sources), self._secret())
+
         def cite_extra(number: int) -> int | None:
             passage = by_number.get(number)
             if passage is None:
                 return None  # a citation of a passage that does not exist is dropped
             answer.sources.append(passage)
+            guard.add_source(f"{passage.label}\n{passage.text}")
             return len(answer.sources)
 
-        citations = _Citations(mapping, cite_extra)
+        citations = Citations(mapping, cite_extra)
         messages = [{"role": "system", "content": self.system_prompt()}, *turns, {"role": "user", "content": user}]
-        parts: list[str] = []
+        said: list[str] = []
         first: float | None = None
-        for piece in self.backend.stream(messages, self.settings.max_answer_tokens, self.settings.temperature):
-            if first is None:
-                first = time.perf_counter()
-                answer.ttft_ms = (first - start) * 1000
-            answer.completion_tokens += 1
-            shown_text = citations.feed(piece)
-            if shown_text:
-                parts.append(shown_text)
-                yield Event("token", text=shown_text)
-        tail = citations.flush()
-        if tail:
-            parts.append(tail)
-            yield Event("token", text=tail)
+
+        def show(text: str) -> Iterator[Event]:
+            if text:
+                streamed.append(text)
+                if answer.ttft_ms is None:
+                    answer.ttft_ms = (time.perf_counter() - start) * 1000
+                yield Event("token", text=text)
+
+        stream = self.backend.stream(messages, self.settings.max_answer_tokens, self.settings.temperature)
+        try:
+            for piece in stream:
+                if first is None:
+                    first = time.perf_counter()
+                    answer.model_ttft_ms = (first - start) * 1000
+                answer.completion_tokens += 1
+                mapped = citations.feed(piece)
+                said.append(mapped)
+                yield from show(guard.feed(mapped))
+                if guard.leaked:
+                    break
+            if not guard.leaked:
+                tail = citations.flush()
+                said.append(tail)
+                yield from show(guard.feed(tail) + guard.flush())
+        finally:
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()  # stop the model when the answer is abandoned (leak, client gone)
         if first is not None:
             answer.generation_s = time.perf_counter() - first
-        return "".join(parts).strip()
+        answer.leaked = guard.leaked
+        return "".join(said).strip()
+
+    def _secret(self) -> set[str]:
+        """N-grams of the system prompts' own wording, which an answer must never repeat."""
+        if self._secret_grams is None:
+            self._secret_grams = secret_ngrams(
+                self.prompts.template(name).template for name in ("system_knowledge", "system_passages"))
+        return self._secret_grams
 
     def _check(self, text: str, answer: Answer, key_facts: str) -> str:
         """Grounding and safety checks on a finished model answer."""
-        system_rules = self.prompts.render("system_passages", role=self.role(), topics=self.topics())
-        if _leaks(text, system_rules):
+        if answer.leaked or leaks(text, self._secret()):
             answer.injection = True
             return self.prompts.render("injection", role=self.role(), topics=self.topics())
         if not text:
@@ -401,21 +391,14 @@ class Coach:
         cleaned, removed = grounding.strip_ungrounded(text, source_text)
         if removed:
             answer.removed_figures = sorted(removed)
-            if len(_CITE.sub("", cleaned).strip()) < 25:
+            if len(CITE.sub("", cleaned).strip()) < 25:
                 answer.fallback = "the model stated figures that are not in the sources"
                 return key_facts
             text = cleaned
         if _DECLINE.search(text):
             answer.out_of_scope = True
-        elif not _CITE.search(text):
+        elif not CITE.search(text):
             numbered = [(n, f"{p.label}\n{p.text}") for n, p in enumerate(answer.sources, 1)]
             text = grounding.cite_missing(text, numbered)
         return text
 
-
-def _leaks(text: str, secret: str, window: int = 8) -> bool:
-    """Whether text repeats any run of `window` consecutive words of the secret prompt."""
-    words = re.findall(r"\w+", secret.lower())
-    grams = {" ".join(words[i:i + window]) for i in range(len(words) - window + 1)}
-    said = re.findall(r"\w+", text.lower())
-    return any(" ".join(said[i:i + window]) in grams for i in range(len(said) - window + 1))

@@ -7,12 +7,15 @@ import re
 _CITATION = re.compile(r"\[\s*\d+(?:\s*[,;]\s*\d+)*\s*\]")
 _ENUMERATION = re.compile(r"(?m)^\s*\d{1,2}[.)]\s")
 _FIGURE = re.compile(r"(?<![\w.])\$?\s?(\d{1,3}(?:,\d{3})+|\d+)(?:\.(\d+))?\s?([kKmM](?![a-zA-Z])|%|percent)?")
+_RANGE_UNIT = re.compile(r"(\d+(?:\.\d+)?)\s?[-–]\s?\$?(\d+(?:\.\d+)?)\s?([kKmM])\b")
 _SENTENCE_OR_LINE = re.compile(r"(?<=[.!?])\s+(?=[A-Z(\-*])|\n")
 
 
 def figures(text: str) -> set[str]:
     """Normalised numbers in text: '$150K' and '150,000' both give '150000'; '10%' gives '10'."""
     text = _ENUMERATION.sub(" ", _CITATION.sub(" ", text))
+    # "$150-180K": the unit of the upper end applies to the lower one too.
+    text = _RANGE_UNIT.sub(r"\1\3-\2\3", text)
     found = set()
     for whole, frac, unit in _FIGURE.findall(text):
         value = float(whole.replace(",", "") + (f".{frac}" if frac else ""))

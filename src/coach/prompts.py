@@ -27,7 +27,11 @@ class Prompts:
             path = self.folder / f"{name}.txt"
             if not path.is_file():
                 raise CoachError(f"Prompt {path} is missing.")
-            self._cache[name] = Template(path.read_text(encoding="utf-8").rstrip("\n"))
+            template = Template(path.read_text(encoding="utf-8").rstrip("\n"))
+            if not template.is_valid():
+                raise CoachError(f"Prompt {path}: a `$` is not followed by a variable name; write `$$` for a "
+                                 "literal dollar sign.")
+            self._cache[name] = template
         return self._cache[name]
 
     def variables(self, name: str) -> set[str]:

@@ -4,16 +4,27 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from coach.config import Settings
 from coach.errors import BackendUnavailableError
 from coach.llm.base import Message
 
 
+def safe_url(url: str) -> str:
+    """The URL without credentials or query (either may hold a key): scheme, host, port and path only."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
 def _reason(exc: Exception, base_url: str, model: str) -> str:
     """A one-line reason for a failed request that never repeats the server's text (it may echo the key)."""
     import openai
 
+    base_url = safe_url(base_url)
     if isinstance(exc, openai.AuthenticationError):
         return f"the API key was rejected by {base_url} (401)"
     if isinstance(exc, openai.PermissionDeniedError):
