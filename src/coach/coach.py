@@ -317,7 +317,8 @@ class Coach:
             everything, numbers, _ = self._knowledge()
             by_number = {numbers[p.id]: p for p in everything}
             mapping = {numbers[pid]: n for pid, n in shown.items() if pid in numbers}
-            refs = ", ".join(f"[{numbers[p.id]}] {p.label}" for p in answer.sources if p.id in numbers)
+            # Numbers only: the labels are in the cached knowledge text, and every prompt token costs time.
+            refs = " ".join(f"[{numbers[p.id]}]" for p in answer.sources if p.id in numbers)
             user = self.prompts.render("user_knowledge", refs=refs, question=answer.question)
         else:
             by_number = {n: p for n, p in enumerate(answer.sources, 1)}

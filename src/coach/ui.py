@@ -351,9 +351,9 @@ def build_ui(coach: Coach, settings: Settings) -> gr.Blocks:
             if not (message or "").strip():
                 return  # an empty message is ignored
             yield [gr.ChatMessage(content=str(exc))], gr.skip(), _details("", [], error=str(exc))
-        except CoachError as exc:
-            yield [*_messages(text, sources)[: 2 if text else 0], gr.ChatMessage(content=str(exc))], gr.skip(), \
-                _details(text, sources, error=str(exc))
+        except CoachError as exc:  # e.g. the index became unreachable: what was shown stays, then the reason
+            shown = _messages(text, sources) if text else []
+            yield [*shown, gr.ChatMessage(content=str(exc))], gr.skip(), _details(text, sources, error=str(exc))
         except Exception:
             log.exception("answering %r failed", (message or "")[:200])
             yield [gr.ChatMessage(content=APOLOGY)], gr.skip(), _details(text, sources, error=APOLOGY)
@@ -376,8 +376,7 @@ def build_ui(coach: Coach, settings: Settings) -> gr.Blocks:
                                 placeholder="Ask about the role, or pick an example below.",
                                 buttons=["copy"], elem_id="coach-chatbot"),
             textbox=gr.Textbox(placeholder="Ask a question about the role…", show_label=False, scale=7,
-                               autofocus=True, submit_btn=True, stop_btn=True,
-                               max_length=settings.max_question_chars * 2, elem_id="coach-input"),
+                               autofocus=True, submit_btn=True, stop_btn=True, elem_id="coach-input"),
             additional_inputs=[backend_choice, top_k],
             additional_inputs_accordion=gr.Accordion("Settings for this chat", open=False, render=False),
             additional_outputs=[status, details],
@@ -446,15 +445,17 @@ def serve(settings: Settings) -> int:
         _say(f"warning: serving on {settings.host} without a login (COACH_AUTH_USERNAME / COACH_AUTH_PASSWORD).")
     try:
         coach = build_coach(settings, say=_say)
-        coach.warm_in_background()
         demo = build_ui(coach, settings)
     except CoachError as exc:
         _say(f"error: {exc}")
         return 1
-    _say(f"coach: backend {coach.backend_name} ({coach.model_name}); open http://{settings.host}:{settings.port}")
     try:
-        launch(demo, settings, block=True)
+        url = launch(demo, settings, block=False, quiet=True)
     except OSError as exc:
         _say(f"error: cannot listen on {settings.host}:{settings.port} ({exc}); set COACH_PORT to a free port.")
         return 1
+    _say(f"coach: chat ready at {url} (backend {coach.backend_name}, model {coach.model_name}); Ctrl-C stops it.")
+    # Only now: llama.cpp silences the whole process's stdout/stderr while it loads the model.
+    coach.warm_in_background()
+    demo.block_thread()
     return 0
