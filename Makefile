@@ -57,7 +57,8 @@ pytest:
 	$(BIN)/python -m pytest -ra $(PYTEST_ARGS)
 
 bench: setup
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/index_bench.py
+	$(BIN)/python bench/answer_bench.py
 
 eval: setup
 	$(BIN)/coach eval ../shared/eval/dev.jsonl

@@ -183,6 +183,11 @@ class Coach:
 
     def warm(self) -> None:
         """Load the model and prepare its cached prompt prefix (run in the background at start-up)."""
+        try:
+            self.retriever.warm()
+        except CoachError as exc:
+            self.warm_error = str(exc)
+            return
         if self.backend is None:
             return
         try:

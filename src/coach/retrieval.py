@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import re
 import threading
+from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+import numpy as np
 from rank_bm25 import BM25Okapi
 
 from coach.config import Settings
@@ -71,7 +73,7 @@ class Passage:
 class HybridRetriever:
     """Dense + BM25 over the active index, fused with reciprocal rank fusion."""
 
-    def __init__(self, index: Index, candidates: int = 20, rrf_k: int = 60, min_relevance: float = 0.25,
+    def __init__(self, index: Index, candidates: int = 20, rrf_k: int = 60, min_relevance: float = 0.22,
                  lexical_weight: float = 0.5) -> None:
         self.index = index
         self.candidates = candidates
@@ -84,6 +86,7 @@ class HybridRetriever:
         self._docs: list[str] = []
         self._metas: list[dict[str, Any]] = []
         self._bm25: BM25Okapi | None = None
+        self._postings: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     def _refresh(self) -> None:
         """(Re)load the lexical index when the active collection changed (another instance may sync)."""
@@ -95,6 +98,7 @@ class HybridRetriever:
             corpus = [tokenize(f"{m.get('heading_path', '')} {d}") for d, m in zip(docs, metas, strict=True)]
             self._ids, self._docs, self._metas = ids, docs, metas
             self._bm25 = BM25Okapi(corpus) if corpus else None
+            self._postings = _postings(corpus)
             self._loaded = key
 
     def lexical(self, query: str, n: int) -> list[tuple[int, float]]:
@@ -103,9 +107,28 @@ class HybridRetriever:
         terms = tokenize(query)
         if not terms or self._bm25 is None:
             return []
-        scores = self._bm25.get_scores(terms)
-        order = sorted(range(len(scores)), key=lambda i: -scores[i])[:n]
+        scores = self._scores(terms)
+        n = min(n, len(scores))
+        top = np.argpartition(-scores, n - 1)[:n] if n < len(scores) else np.arange(len(scores))
+        order = sorted(top.tolist(), key=lambda i: -scores[i])
         return [(i, float(scores[i])) for i in order if scores[i] > 0]
+
+    def _scores(self, terms: list[str]) -> np.ndarray:
+        """BM25 scores of every passage, from postings (rank_bm25's own loop visits every passage per term)."""
+        bm25 = self._bm25
+        assert bm25 is not None
+        scores = np.zeros(len(self._ids))
+        norm = bm25.k1 * (1 - bm25.b + bm25.b * np.asarray(bm25.doc_len) / bm25.avgdl)
+        for term in terms:
+            if term not in self._postings:
+                continue
+            where, tf = self._postings[term]
+            scores[where] += bm25.idf.get(term, 0.0) * tf * (bm25.k1 + 1) / (tf + norm[where])
+        return scores
+
+    def warm(self) -> None:
+        """Load the lexical index now rather than on the first question."""
+        self._refresh()
 
     def search(self, query: str, k: int = 4, mode: Literal["hybrid", "dense"] = "hybrid") -> list[Passage]:
         """The k best passages for query, best first."""
@@ -138,6 +161,17 @@ class HybridRetriever:
     def covered(self, passages: list[Passage]) -> bool:
         """Whether the knowledge base has something relevant: a close enough dense match."""
         return any(p.dense >= self.min_relevance for p in passages)
+
+
+def _postings(corpus: list[list[str]]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """term -> (positions of the passages containing it, its frequency in each)."""
+    lists: dict[str, tuple[list[int], list[int]]] = {}
+    for pos, words in enumerate(corpus):
+        for term, count in Counter(words).items():
+            where, tf = lists.setdefault(term, ([], []))
+            where.append(pos)
+            tf.append(count)
+    return {t: (np.array(w, dtype=np.int64), np.array(f, dtype=np.float64)) for t, (w, f) in lists.items()}
 
 
 def build_retriever(index: Index, settings: Settings) -> HybridRetriever:

@@ -457,5 +457,8 @@ def serve(settings: Settings) -> int:
     _say(f"coach: chat ready at {url} (backend {coach.backend_name}, model {coach.model_name}); Ctrl-C stops it.")
     # Only now: llama.cpp silences the whole process's stdout/stderr while it loads the model.
     coach.warm_in_background()
-    demo.block_thread()
+    try:
+        demo.block_thread()  # until Ctrl-C, which closes the server
+    except KeyboardInterrupt:  # a second Ctrl-C while it closes
+        pass
     return 0
