@@ -81,3 +81,19 @@ def test_follow_up_is_understood_in_context(local_coach: Coach) -> None:
     assert any(p.subsection == "Total Compensation" for p in a2.sources)
     assert "10" in a2.text and "30" in a2.text
     assert_grounded(a2)
+
+
+def test_the_prepared_prefix_is_restored_from_disk_by_a_new_process(local_coach: Coach) -> None:
+    from coach.llm.local import LocalLlamaBackend
+
+    backend = local_coach.backend
+    assert isinstance(backend, LocalLlamaBackend)
+    fresh = LocalLlamaBackend(backend.model_path, backend._models_dir, backend._cache_dir)
+    system = local_coach.system_prompt()
+    fresh.prepare(system)
+    assert "prefix_restore_s" in fresh.stats and "prefix_eval_s" not in fresh.stats, fresh.stats
+    reply = "".join(fresh.stream([{"role": "system", "content": system},
+                                  {"role": "user", "content": "Most relevant passages: [37]\n\nQuestion: "
+                                                              "What is the entry-level base salary range?"}],
+                                 60, 0.0))
+    assert "150" in reply

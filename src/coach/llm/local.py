@@ -141,12 +141,13 @@ class LocalLlamaBackend:
             with np.load(path) as data:
                 n_tokens = int(data["n_tokens"])
                 blob = data["llama_state"].tobytes()
+                seed = int(data["seed"])
                 input_ids = np.zeros((self._n_ctx,), dtype=np.intc)
                 input_ids[:n_tokens] = data["input_ids"]
             rows = min(n_tokens, self._llm.scores.shape[0])
             scores = np.zeros((rows, self._llm.n_vocab()), dtype=np.single)
             return LlamaState(input_ids=input_ids, scores=scores, n_tokens=n_tokens, llama_state=blob,
-                              llama_state_size=len(blob), seed=int(data["seed"]))
+                              llama_state_size=len(blob), seed=seed)
         except Exception:  # a torn or foreign file: evaluate the prefix again
             path.unlink(missing_ok=True)
             return None
