@@ -322,8 +322,10 @@ class Coach:
             everything, numbers, _ = self._knowledge()
             by_number = {numbers[p.id]: p for p in everything}
             mapping = {numbers[pid]: n for pid, n in shown.items() if pid in numbers}
-            # Numbers only: the labels are in the cached knowledge text, and every prompt token costs time.
-            refs = " ".join(f"[{numbers[p.id]}]" for p in answer.sources if p.id in numbers)
+            # Number and short title: with numbers alone the small model often failed to find the passage,
+            # and every prompt token here costs time to first token (the title is in the cached text).
+            refs = "; ".join(f"[{numbers[p.id]}] {p.subsection or p.section}"
+                             for p in answer.sources if p.id in numbers)
             user = self.prompts.render("user_knowledge", refs=refs, question=answer.question)
         else:
             by_number = {n: p for n, p in enumerate(answer.sources, 1)}

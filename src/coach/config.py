@@ -70,7 +70,7 @@ class Settings(BaseSettings):
     )
     openai_model: str = Field("gpt-4o-mini", description="Model name for the openai backend.")
     request_timeout: float = Field(60.0, description="Seconds before a model request is given up.")
-    max_answer_tokens: int = Field(200, description="Cap on the tokens of one answer.")
+    max_answer_tokens: int = Field(150, description="Cap on the tokens of one answer.")
     temperature: float = Field(0.1, description="Sampling temperature of answers.")
     history_tokens: int = Field(600, description="Token budget of the chat history sent to the model.")
     max_question_chars: int = Field(2000, ge=10, description="Longest question accepted, in characters.")
