@@ -67,9 +67,11 @@ class MiniLMEmbeddings(Embeddings):
 class FakeEmbeddings(Embeddings):
     """Deterministic hashed bag-of-words vectors for unit tests: same text, same vector."""
 
+    model_id = "fake-hash"
+
     def __init__(self, dimension: int = 64) -> None:
         self.dimension = dimension
-        self.model_id = f"fake-hash-{dimension}"
+        self.model_id = f"{type(self).model_id}-{dimension}"  # a subclass names another model
 
     def _vector(self, text: str) -> list[float]:
         vec = np.zeros(self.dimension)
