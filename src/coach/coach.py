@@ -333,7 +333,9 @@ class Coach:
             passages = "\n\n".join(f"[{n}] {p.label}\n{p.text}" for n, p in enumerate(answer.sources, 1))
             user = self.prompts.render("user_passages", passages=passages, question=answer.question)
 
-        guard = StreamGuard("\n".join(f"{p.label}\n{p.text}" for p in answer.sources), self._secret())
+        # The topic list is in the prompt (the model is told to offer it), so its "2024" is no invention.
+        guard = StreamGuard(self.topics() + "\n" + "\n".join(f"{p.label}\n{p.text}" for p in answer.sources),
+                            self._secret())
 
         def cite_extra(number: int) -> int | None:
             passage = by_number.get(number)
@@ -395,7 +397,7 @@ class Coach:
         if not text:
             answer.fallback = "the model returned an empty answer"
             return key_facts
-        source_text = "\n".join(f"{p.label}\n{p.text}" for p in answer.sources)
+        source_text = self.topics() + "\n" + "\n".join(f"{p.label}\n{p.text}" for p in answer.sources)
         cleaned, removed = grounding.strip_ungrounded(text, source_text)
         if removed:
             answer.removed_figures = sorted(removed)

@@ -17,7 +17,7 @@ from coach.guards import leaks, secret_ngrams
 
 _DECLINED = re.compile(
     r"does not cover|doesn't cover|not covered|no information|not (in|part of) (the|my) knowledge|"
-    r"can't answer|cannot answer|can't change my instructions|don't have (information|that)",
+    r"can't answer|cannot answer|can't change my instructions|don't have (information|that)|(don't|do not) know",
     re.IGNORECASE,
 )
 

@@ -10,8 +10,10 @@ once are answered one after the other, each streaming as soon as its turn comes.
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -148,7 +150,7 @@ class LocalLlamaBackend:
             scores = np.zeros((rows, self._llm.n_vocab()), dtype=np.single)
             return LlamaState(input_ids=input_ids, scores=scores, n_tokens=n_tokens, llama_state=blob,
                               llama_state_size=len(blob), seed=seed)
-        except Exception:  # a torn or foreign file: evaluate the prefix again
+        except (KeyError, ValueError, OSError, zipfile.BadZipFile):  # a torn or foreign file: evaluate again
             path.unlink(missing_ok=True)
             return None
 
@@ -156,12 +158,17 @@ class LocalLlamaBackend:
         """Persist the prefix state (logits are not saved: the next prompt's suffix recomputes them)."""
         try:
             self._cache_dir.mkdir(parents=True, exist_ok=True)
-            for old in self._cache_dir.glob("prefix-*.npz"):
-                old.unlink(missing_ok=True)  # knowledge or prompts changed: the old prefix is useless
-            tmp = self._cache_dir / f".prefix-{key}.tmp.npz"
+            target = self._state_file(key)
+            # A name of its own per process: two processes preparing at once must not tear each other's file.
+            tmp = self._cache_dir / f".prefix-{key}.{os.getpid()}.tmp.npz"
             np.savez(tmp, n_tokens=state.n_tokens, input_ids=state.input_ids[: state.n_tokens],
                      llama_state=np.frombuffer(state.llama_state, dtype=np.uint8), seed=state.seed)
-            tmp.replace(self._state_file(key))
+            tmp.replace(target)
+            # Keep the newest few (another instance may run other prompts); older ones are stale.
+            others = sorted((p for p in self._cache_dir.glob("prefix-*.npz") if p != target),
+                            key=lambda p: p.stat().st_mtime, reverse=True)
+            for old in others[2:]:
+                old.unlink(missing_ok=True)
         except OSError:
             pass  # a read-only data folder only costs the next start-up the prefix evaluation
 
