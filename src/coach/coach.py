@@ -333,9 +333,7 @@ class Coach:
             passages = "\n\n".join(f"[{n}] {p.label}\n{p.text}" for n, p in enumerate(answer.sources, 1))
             user = self.prompts.render("user_passages", passages=passages, question=answer.question)
 
-        # The topic list is in the prompt (the model is told to offer it), so its "2024" is no invention.
-        guard = StreamGuard(self.topics() + "\n" + "\n".join(f"{p.label}\n{p.text}" for p in answer.sources),
-                            self._secret())
+        guard = StreamGuard(self._grounding_text(answer.sources), self._secret())
 
         def cite_extra(number: int) -> int | None:
             passage = by_number.get(number)
@@ -382,6 +380,14 @@ class Coach:
         answer.leaked = guard.leaked
         return "".join(said).strip()
 
+    def _grounding_text(self, sources: list[Passage]) -> str:
+        """What an answer's figures may come from: its sources and the topic list the prompt offers.
+
+        The model is told to repeat the topics, so their "2024" is no invention. The stream guard and the
+        final check both use this, so they agree on what is grounded.
+        """
+        return self.topics() + "\n" + "\n".join(f"{p.label}\n{p.text}" for p in sources)
+
     def _secret(self) -> set[str]:
         """N-grams of the system prompts' own wording, which an answer must never repeat."""
         if self._secret_grams is None:
@@ -397,8 +403,7 @@ class Coach:
         if not text:
             answer.fallback = "the model returned an empty answer"
             return key_facts
-        source_text = self.topics() + "\n" + "\n".join(f"{p.label}\n{p.text}" for p in answer.sources)
-        cleaned, removed = grounding.strip_ungrounded(text, source_text)
+        cleaned, removed = grounding.strip_ungrounded(text, self._grounding_text(answer.sources))
         if removed:
             answer.removed_figures = sorted(removed)
             if len(CITE.sub("", cleaned).strip()) < 25:
