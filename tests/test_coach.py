@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from coach import knowledge
-from coach.coach import Answer, Coach, Event, InputError
+from coach.coach import Answer, Coach, Event, InputError, unit_end
 from coach.config import Settings
 from coach.embeddings import MiniLMEmbeddings
 from coach.errors import BackendUnavailableError, CoachError
@@ -258,9 +258,9 @@ def test_knowledge_mode_sends_the_whole_knowledge_base_and_renumbers_citations(
         assert chunk.text in sent[0]["content"], f"{chunk.id} missing from the knowledge prompt"
     user = sent[-1]["content"]
     retrieved = events[0].sources
-    numbers = {int(n) for n in re.findall(r"\[(\d+)\]", user)}
-    assert len(numbers) == len(retrieved), "the user message names each retrieved passage by its number"
-    assert base in numbers
+    assert retrieved[0].label == f"{SALARY} > Base Salary"
+    assert re.findall(r"\[(\d+)\]", user) == [str(base)], "the user message names the top passage by its number"
+    assert f"[{base}] Base Salary" in user and ENTRY_Q in user
     assert f"[{base}] {SALARY} > Base Salary" in sent[0]["content"], "the numbers are those of the knowledge text"
     assert "Entry Level: $150,000" not in user, "knowledge mode sends references, not passage text"
 
@@ -275,6 +275,30 @@ def test_knowledge_mode_sends_the_whole_knowledge_base_and_renumbers_citations(
     assert not answer.removed_figures
     # no token shown to the user carries a global number or half a citation
     assert all(not re.search(r"\[\d*$", e.text) for e in events if e.kind == "token")
+
+
+def test_knowledge_mode_shows_worked_examples_cited_by_the_knowledge_numbers(
+        make_coach: Callable[..., Coach]) -> None:
+    coach = make_coach(CachingChat(), context_mode="knowledge")
+    system = coach.system_prompt()
+    stock = _global_number(system, f"{SALARY} > Total Compensation")
+    assert f"(See [{stock}] Total Compensation)" in system
+    assert f"Stock Options/RSUs range from $50,000 to $500,000+ and vary widely by company [{stock}]." in system
+    assert "[@" not in system
+
+
+def test_an_example_citing_a_passage_that_is_gone_is_left_out(make_coach: Callable[..., Coach], repo_root: Path,
+                                                              tmp_path: Path) -> None:
+    import shutil
+
+    shutil.copytree(repo_root / "prompts", tmp_path / "prompts")
+    examples = tmp_path / "prompts" / "examples_knowledge.txt"
+    examples.write_text(examples.read_text(encoding="utf-8")
+                        + "\nQuestion: What about gone things?\nAnswer: Gone [@Nowhere > Gone].\n", encoding="utf-8")
+    coach = make_coach(CachingChat(), context_mode="knowledge")
+    coach.prompts = Prompts(tmp_path / "prompts")
+    system = coach.system_prompt()
+    assert "Emerging roles include" in system and "gone things" not in system
 
 
 # -- follow-ups and history -------------------------------------------------------------------
@@ -354,6 +378,67 @@ def test_a_generous_budget_keeps_the_whole_conversation(make_coach: Callable[...
     assert [m["role"] for m in sent] == [m["role"] for m in history]
     # (earlier answers' citation numbers may be left out: they point at that answer's sources)
     assert [plain(m["content"]) for m in sent] == [plain(m["content"]) for m in history]
+
+
+def test_a_follow_up_replays_the_earlier_turn_as_the_model_saw_it(make_coach: Callable[..., Coach]) -> None:
+    """The local model keeps the last conversation in its KV cache: the next prompt must start the same."""
+    fake = CachingChat()
+    coach = make_coach(fake, context_mode="knowledge")
+    base = _global_number(coach.system_prompt(), f"{SALARY} > Base Salary")
+    fake.replies += [f"Senior Level: $220,000 - $280,000 [{base}].", "Bonuses are 10% - 30% of base [1]."]
+    _, first = ask(coach, SENIOR_Q)
+    assert first.text == "Senior Level: $220,000 - $280,000 [1]."  # renumbered for the reader
+    history = [{"role": "user", "content": SENIOR_Q}, {"role": "assistant", "content": first.text}]
+    _, follow_up = ask(coach, BONUS_FOLLOW_UP, history)
+
+    earlier, sent = fake.calls[0], fake.calls[1]
+    assert [m["role"] for m in sent] == ["system", "user", "assistant", "user"]
+    assert sent[:2] == earlier[:2], "system prompt and first question exactly as they were sent"
+    assert sent[2]["content"] == f"Senior Level: $220,000 - $280,000 [{base}].", "the model's own words"
+    assert BONUS_FOLLOW_UP in sent[3]["content"]
+    assert SENIOR_Q in follow_up.standalone and "Most relevant" not in follow_up.standalone
+    # A conversation this coach did not answer (another instance, edited text) is sent as it is shown.
+    fake.replies.append("Bonuses are 10% - 30% of base [1].")
+    ask(coach, BONUS_FOLLOW_UP, one_history_turn())
+    assert fake.calls[2][1:3] == [{"role": "user", "content": SENIOR_Q},
+                                  {"role": "assistant", "content": "Senior Level: $220,000 - $280,000"}]
+
+
+def test_an_answer_with_a_removed_figure_is_not_replayed(make_coach: Callable[..., Coach]) -> None:
+    fake = CachingChat(["Senior Level: $220,000 - $280,000, or $999,999 at most [1].", "Yes [1]."])
+    coach = make_coach(fake, context_mode="knowledge")
+    _, first = ask(coach, SENIOR_Q)
+    assert first.removed_figures == ["999999"]
+    ask(coach, BONUS_FOLLOW_UP, [{"role": "user", "content": SENIOR_Q}, {"role": "assistant", "content": first.text}])
+    assert "999" not in fake.calls[1][2]["content"], "the invented figure is not fed back to the model"
+
+
+# -- length -----------------------------------------------------------------------------------
+@pytest.mark.parametrize(("said", "piece", "cut"), [
+    ("It pays $150,000 [1]", ". More", 1),
+    ("It pays well [1].", " More", 0),
+    ("It pays well", ".\n", 1),
+    ("Frameworks, e.g.", " TensorFlow", None),
+    ("A rise of 2.", "5", None),
+    ("These include:", "\n", None),
+    ("- Skill Gaps: training [1]", "\n", 0),
+    ("1. Skill Gaps", "\n\n", 0),
+    ("It pays", " well", None),
+])
+def test_an_answer_may_stop_only_where_a_sentence_or_list_item_ends(said: str, piece: str, cut: int | None) -> None:
+    assert unit_end(said, piece) == cut
+
+
+def test_a_long_answer_stops_at_the_first_sentence_end_after_the_soft_limit(
+        make_coach: Callable[..., Coach]) -> None:
+    sentences = ["Entry level pays $150,000 - $180,000 [1].", " Mid-level pays $180,000 - $220,000 [1].",
+                 " Senior level pays $220,000 - $280,000 [1]."]
+    fake = CharChat(["".join(sentences)])  # one character a token
+    events, answer = ask(make_coach(fake, context_mode="knowledge", answer_soft_tokens=len(sentences[0]) + 5,
+                                    max_answer_tokens=500), ENTRY_Q)
+    assert answer.text == sentences[0] + sentences[1]
+    assert shown(events) == answer.text
+    assert answer.completion_tokens <= len(sentences[0] + sentences[1]) + 1
 
 
 # -- grounding --------------------------------------------------------------------------------

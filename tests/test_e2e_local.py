@@ -93,7 +93,7 @@ def test_the_prepared_prefix_is_restored_from_disk_by_a_new_process(local_coach:
     fresh.prepare(system)
     assert "prefix_restore_s" in fresh.stats and "prefix_eval_s" not in fresh.stats, fresh.stats
     reply = "".join(fresh.stream([{"role": "system", "content": system},
-                                  {"role": "user", "content": "Most relevant passages: [37]\n\nQuestion: "
-                                                              "What is the entry-level base salary range?"}],
+                                  {"role": "user", "content": "What is the entry-level base salary range?\n"
+                                                              "(See [37] Base Salary)"}],
                                  60, 0.0))
     assert "150" in reply

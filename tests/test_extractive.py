@@ -11,7 +11,7 @@ import pytest
 from coach import knowledge
 from coach.config import Settings
 from coach.embeddings import MiniLMEmbeddings
-from coach.extractive import compose, key_points, units
+from coach.extractive import UnitSimilarity, compose, key_points, lead, units
 from coach.retrieval import HybridRetriever, Passage, build_retriever
 from coach.store import open_index
 
@@ -99,3 +99,36 @@ def test_points_keep_the_passages_order_and_numbering() -> None:
 
 def test_no_passages_give_no_answer() -> None:
     assert compose("What does it pay?", [], INTRO) == ""
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("Resource Constraints: Navigating the high costs of AI implementation.", "Resource Constraints"),
+    ("Entry Level: $150,000 - $180,000", "Entry Level"),
+    ("Lead, mentor, and grow teams of engineers, applied scientists, and machine learning experts.",
+     "Lead, mentor, and grow teams"),
+    ("Note: this is a long lead that runs on for many words: then more", "Note"),
+    ("Major tech hubs like Silicon Valley: New York", "Major tech hubs like Silicon"),
+])
+def test_a_unit_is_named_by_its_term_or_first_words(text: str, expected: str) -> None:
+    assert lead(text) == expected
+
+
+def test_meaning_finds_the_unit_that_shares_no_word_with_the_question(retriever: HybridRetriever,
+                                                                      real_embedder: MiniLMEmbeddings) -> None:
+    """'limited budgets' shares no word with 'Resource Constraints ... high costs'; embeddings see it."""
+    question = "What problems do limited budgets cause when adopting AI?"
+    passages = [p for p in retriever.search(question, k=4) if p.section == "Common Challenges"]
+    assert passages, "retrieval finds the Common Challenges passage"
+    calls: list[int] = []
+
+    def embed_documents(texts: list[str]) -> list[list[float]]:
+        calls.append(len(texts))
+        return real_embedder.embed_documents(texts)
+
+    similarity = UnitSimilarity(real_embedder.embed_query, embed_documents)
+    similarity.prepare(passages)
+    embedded = sum(calls)
+    best = max(key_points(question, passages, similarity=similarity), key=lambda k: k.score)
+    assert best.text.startswith("Resource Constraints:")
+    key_points("Which challenge is about costs?", passages, similarity=similarity)
+    assert sum(calls) == embedded, "units are embedded once, not per question"

@@ -12,12 +12,13 @@ from coach.prompts import Prompts
 
 # What the code fills in for each prompt (coach.py); a prompt file edited to need something else breaks answers.
 FILLED_BY_THE_CODE = {
+    "examples_knowledge": set(),
     "extractive_intro": set(),
     "fallback_note": {"backend", "reason"},
     "injection": {"role", "topics"},
     "out_of_scope": {"role", "topics"},
     "rewrite": {"history", "question"},
-    "system_knowledge": {"role", "topics", "knowledge"},
+    "system_knowledge": {"role", "topics", "knowledge", "examples"},
     "system_passages": {"role", "topics"},
     "user_knowledge": {"refs", "question"},
     "user_passages": {"passages", "question"},

@@ -6,7 +6,7 @@ import re
 import threading
 import time
 import unicodedata
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -35,6 +35,9 @@ _DECLINE = re.compile(
     r"|not (covered|mentioned|included|available|provided) in|no information (about|on)",
     re.IGNORECASE,
 )
+# Where an answer that is long enough may stop: after a sentence (and its citation) or a list item.
+_SENTENCE_END = re.compile(r"(?<!\be\.g)(?<!\bi\.e)(?<!\betc)(?<!\bvs)[.!?]\)?(\s*\[[\d,; ]+\])?$")
+_LIST_ITEM = re.compile(r"^\s*([-*\u2022]|\d{1,2}[.)])\s+\S.*[^:\s]$")
 _CONTROL = re.compile(r"[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f\u200b-\u200f\u2028\u2029\u202a-\u202e\u2060-"
                       r"\u2064\ufeff]")
 
@@ -60,6 +63,8 @@ class Answer:
     leaked: bool = False
     completion_tokens: int = 0
     generation_s: float = 0.0
+    prompt: str = field(default="", repr=False)  # the user message the model was sent
+    raw: str = field(default="", repr=False)  # what the model said, before any check or renumbering
 
     @property
     def tokens_per_second(self) -> float:
@@ -108,6 +113,28 @@ def clean_question(text: str, limit: int) -> str:
     return text
 
 
+def _reply_key(text: str) -> str:
+    return " ".join(text.split())
+
+
+def unit_end(said: str, piece: str) -> int | None:
+    """Where in the next piece an answer may stop: just after a sentence or a list item ends (or None).
+
+    Pieces are model tokens, so a sentence's full stop may arrive with the white space after it (".\n").
+    """
+    for i, char in enumerate(piece):
+        if not char.isspace():
+            continue
+        last_line = (said + piece[:i]).rstrip().rsplit("\n", 1)[-1]
+        if not last_line:
+            continue
+        if _SENTENCE_END.search(last_line):
+            return i
+        if char == "\n" and _LIST_ITEM.match(last_line):
+            return i
+    return None
+
+
 class Coach:
     """Answers questions about a role from the index, with one chat backend (or none: extractive)."""
 
@@ -123,6 +150,12 @@ class Coach:
         self._kb_checked = 0.0  # the index is re-checked for changes at most every few seconds
         self.warm_error: str | None = None
         self._secret_grams: set[str] | None = None
+        embedder = retriever.index.embedder
+        self.similarity = extractive.UnitSimilarity(embedder.embed_query, embedder.embed_documents)
+        # Shown answer -> (question, user message sent, raw reply): lets a follow-up send the model the
+        # earlier turn exactly as it was, so llama.cpp finds it still in its KV cache.
+        self._replies: OrderedDict[str, tuple[str, str, str]] = OrderedDict()
+        self._replies_lock = threading.Lock()
 
     @property
     def model_name(self) -> str:
@@ -178,13 +211,48 @@ class Coach:
         """The system prompt of the current context mode."""
         if self.context_mode() == "knowledge":
             _, _, text = self._knowledge()
-            return self.prompts.render("system_knowledge", role=self.role(), topics=self.topics(), knowledge=text)
+            return self.prompts.render("system_knowledge", role=self.role(), topics=self.topics(), knowledge=text,
+                                       examples=self._examples())
         return self.prompts.render("system_passages", role=self.role(), topics=self.topics())
+
+    def _user_knowledge(self, question: str, number: int | None, passage: Passage, lead: str = "") -> str:
+        """The user message of knowledge mode: the question and the number and title of its best passage.
+
+        One short reference: every token after the cached prefix adds about 25 ms to the first token. A
+        title that several passages share (a long section split in parts) gets the best unit's first words.
+        """
+        title = passage.subsection or passage.section
+        everything, _, _ = self._knowledge()
+        if lead and sum(p.label == passage.label for p in everything) > 1:
+            title = f"{title}: {lead}"
+        refs = f"[{number}] {title}" if number else title
+        named = {"refs": refs} if "refs" in self.prompts.variables("user_knowledge") else {}
+        return self.prompts.render("user_knowledge", question=question, **named)
+
+    def _examples(self) -> str:
+        """Worked examples (prompts/examples_knowledge.txt) with their [@Section > Subsection] citations
+        numbered as in the knowledge text; an example citing a passage that no longer exists is left out."""
+        passages, numbers, _ = self._knowledge()
+        by_label: dict[str, Passage] = {}
+        for p in passages:
+            by_label.setdefault(p.label, p)
+        blocks = []
+        for block in re.split(r"\n\s*\n", self.prompts.render("examples_knowledge").strip()):
+            match = re.fullmatch(r"Question:\s*(.+?)\s*\nAnswer:\s*(.+)", block.strip(), re.DOTALL)
+            labels = re.findall(r"\[@([^\]]+)\]", block)
+            if not match or not labels or any(label not in by_label for label in labels):
+                continue
+            first = by_label[labels[0]]
+            user = self._user_knowledge(match.group(1), numbers[first.id], first)
+            reply = re.sub(r"\[@([^\]]+)\]", lambda m: f"[{numbers[by_label[m.group(1)].id]}]", match.group(2))
+            blocks.append(f"User: {user.strip()}\nCoach: {reply.strip()}")
+        return "\n\n".join(blocks)
 
     def warm(self) -> None:
         """Load the model and prepare its cached prompt prefix (run in the background at start-up)."""
         try:
             self.retriever.warm()
+            self.similarity.prepare(self._knowledge()[0])
         except CoachError as exc:
             self.warm_error = str(exc)
             return
@@ -204,9 +272,14 @@ class Coach:
         return thread
 
     # -- conversation -----------------------------------------------------------------------------------
-    @staticmethod
-    def _history(history: list[dict[str, Any]] | None) -> list[Message]:
-        """User/assistant turns only: sources blocks and notices (messages with a title) are dropped."""
+    def _history(self, history: list[dict[str, Any]] | None, replay: bool = False) -> list[Message]:
+        """User/assistant turns only: sources blocks and notices (messages with a title) are dropped.
+
+        With `replay`, an answer this coach gave in knowledge mode is replaced by the model's own words and
+        its question by the message the model was sent: the prompt then starts as the conversation that
+        llama.cpp still holds in its KV cache, and only the new question is evaluated.
+        """
+        reuse = replay and bool(self._replies) and self.context_mode() == "knowledge"
         out: list[Message] = []
         for m in history or []:
             role, content = m.get("role"), m.get("content")
@@ -215,6 +288,12 @@ class Coach:
             if (m.get("metadata") or {}).get("title"):
                 continue
             if role == "assistant":
+                with self._replies_lock:
+                    said = self._replies.get(_reply_key(content)) if reuse else None
+                if said and out and out[-1]["role"] == "user" and out[-1]["content"].strip() == said[0]:
+                    out[-1] = {"role": "user", "content": said[1]}
+                    out.append({"role": "assistant", "content": said[2]})
+                    continue
                 # Citation numbers of an earlier answer refer to that answer's sources, not this prompt's.
                 content = CITE.sub("", content)
             out.append({"role": str(role), "content": content})
@@ -283,8 +362,8 @@ class Coach:
             yield from finish(self.prompts.render("out_of_scope", role=self.role(), topics=self.topics()))
             return
         answer.sources = list(passages)
-        intro = self.prompts.render("extractive_intro")
-        key_facts = extractive.compose(question + " " + answer.standalone, passages, intro)
+        points = extractive.key_points(answer.standalone, passages, similarity=self.similarity)
+        key_facts = extractive.format_points(points, self.prompts.render("extractive_intro"))
         yield Event("sources", text=key_facts, sources=list(answer.sources))
 
         if self.backend is None:
@@ -295,7 +374,9 @@ class Coach:
 
         streamed: list[str] = []
         try:
-            text = yield from self._generate(answer, turns, start, streamed)
+            replayed = self._trim(self._history(history, replay=True))
+            best = max(points, key=lambda k: k.score, default=None)
+            text = yield from self._generate(answer, replayed, start, streamed, best)
         except BackendUnavailableError as exc:
             answer.fallback = str(exc)
             note = self.prompts.render("fallback_note", backend=self.backend_name, reason=str(exc))
@@ -307,13 +388,23 @@ class Coach:
         checked = self._check(text, answer, key_facts)
         if checked != "".join(streamed).strip():
             yield Event("replace", text=checked, sources=list(answer.sources))
+        if (answer.raw and not (answer.fallback or answer.injection or answer.removed_figures)
+                and self.context_mode() == "knowledge"):
+            self._remember(checked, answer)
         yield from finish(checked)
 
-    def _generate(self, answer: Answer, turns: list[Message], start: float,
-                  streamed: list[str]) -> Generator[Event, None, str]:
+    def _remember(self, shown: str, answer: Answer) -> None:
+        with self._replies_lock:
+            self._replies[_reply_key(shown)] = (answer.question, answer.prompt, answer.raw)
+            while len(self._replies) > 512:
+                self._replies.popitem(last=False)
+
+    def _generate(self, answer: Answer, turns: list[Message], start: float, streamed: list[str],
+                  best: extractive.KeyPoint | None = None) -> Generator[Event, None, str]:
         """Stream the model's answer, checked and with citations renumbered; returns all the model said.
 
-        What was shown is appended to `streamed`.
+        What was shown is appended to `streamed`. In knowledge mode the question names the passage that
+        holds `best`, the unit most like the question (else the top passage).
         """
         assert self.backend is not None
         mode = self.context_mode()
@@ -324,9 +415,9 @@ class Coach:
             mapping = {numbers[pid]: n for pid, n in shown.items() if pid in numbers}
             # Number and short title: with numbers alone the small model often failed to find the passage,
             # and every prompt token here costs time to first token (the title is in the cached text).
-            refs = "; ".join(f"[{numbers[p.id]}] {p.subsection or p.section}"
-                             for p in answer.sources if p.id in numbers)
-            user = self.prompts.render("user_knowledge", refs=refs, question=answer.question)
+            top = answer.sources[best.source - 1] if best else answer.sources[0]
+            lead = extractive.lead(best.text) if best else ""
+            user = self._user_knowledge(answer.question, numbers.get(top.id), top, lead)
         else:
             by_number = {n: p for n, p in enumerate(answer.sources, 1)}
             mapping = {n: n for n in by_number}
@@ -346,7 +437,9 @@ class Coach:
         citations = Citations(mapping, cite_extra)
         messages = [{"role": "system", "content": self.system_prompt()}, *turns, {"role": "user", "content": user}]
         said: list[str] = []
+        raw: list[str] = []
         first: float | None = None
+        answer.prompt = user
 
         def show(text: str) -> Iterator[Event]:
             if text:
@@ -355,17 +448,22 @@ class Coach:
                     answer.ttft_ms = (time.perf_counter() - start) * 1000
                 yield Event("token", text=text)
 
+        soft = self.settings.answer_soft_tokens
         stream = self.backend.stream(messages, self.settings.max_answer_tokens, self.settings.temperature)
         try:
             for piece in stream:
+                cut = unit_end("".join(raw), piece) if answer.completion_tokens >= soft else None
+                if cut is not None:
+                    piece = piece[:cut]  # long enough: stop where a sentence or list item ends
                 if first is None:
                     first = time.perf_counter()
                     answer.model_ttft_ms = (first - start) * 1000
                 answer.completion_tokens += 1
+                raw.append(piece)
                 mapped = citations.feed(piece)
                 said.append(mapped)
                 yield from show(guard.feed(mapped))
-                if guard.leaked:
+                if guard.leaked or cut is not None:
                     break
             if not guard.leaked:
                 tail = citations.flush()
@@ -378,6 +476,7 @@ class Coach:
         if first is not None:
             answer.generation_s = time.perf_counter() - first
         answer.leaked = guard.leaked
+        answer.raw = "".join(raw)
         return "".join(said).strip()
 
     def _grounding_text(self, sources: list[Passage]) -> str:

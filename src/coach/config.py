@@ -70,8 +70,11 @@ class Settings(BaseSettings):
     )
     openai_model: str = Field("gpt-4o-mini", description="Model name for the openai backend.")
     request_timeout: float = Field(60.0, description="Seconds before a model request is given up.")
-    max_answer_tokens: int = Field(150, description="Cap on the tokens of one answer.")
-    temperature: float = Field(0.1, description="Sampling temperature of answers.")
+    max_answer_tokens: int = Field(120, description="Hard cap on the tokens of one answer.")
+    answer_soft_tokens: int = Field(
+        45, description="After this many tokens an answer stops at the next end of a sentence or list item."
+    )
+    temperature: float = Field(0.0, description="Sampling temperature of answers (0: greedy, repeatable).")
     history_tokens: int = Field(600, description="Token budget of the chat history sent to the model.")
     max_question_chars: int = Field(2000, ge=10, description="Longest question accepted, in characters.")
 

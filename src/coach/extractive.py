@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import re
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
+
 from coach.retrieval import Passage, tokenize
+
+# (question, passage, its units) -> one similarity per unit
+Similarity = Callable[[str, Passage, list[str]], list[float]]
 
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
 
@@ -33,19 +40,27 @@ def units(text: str) -> list[str]:
     return out
 
 
-def key_points(question: str, passages: list[Passage], limit: int = 4) -> list[KeyPoint]:
-    """The units that share the most content words with the question, best passages first."""
+def key_points(question: str, passages: list[Passage], limit: int = 4,
+               similarity: Similarity | None = None) -> list[KeyPoint]:
+    """The units most related to the question, in the order of the passages.
+
+    Without `similarity`: shared content words (the heading's count half). With it (cosine of
+    embeddings): meaning first, shared words as a small bonus.
+    """
     terms = set(tokenize(question))
     scored: list[KeyPoint] = []
     for rank, passage in enumerate(passages):
         heading_terms = set(tokenize(passage.label))
-        for unit in units(passage.text):
-            if unit.endswith(":"):
-                continue  # a lead-in to a list says nothing by itself
-            words = set(tokenize(unit))
-            overlap = len(terms & words) + 0.5 * len(terms & heading_terms)
+        texts = [u for u in units(passage.text) if not u.endswith(":")]  # a lead-in says nothing by itself
+        dense = similarity(question, passage, texts) if similarity and texts else None
+        for i, unit in enumerate(texts):
+            overlap = len(terms & set(tokenize(unit)))
+            if dense is None:
+                score = overlap + 0.5 * len(terms & heading_terms) + 0.3 / (rank + 1)
+            else:
+                score = dense[i] + 0.15 * overlap / max(1, len(terms)) + 0.02 / (rank + 1)
             # Earlier passages are more relevant; a small bonus keeps their units ahead on ties.
-            scored.append(KeyPoint(unit, rank + 1, overlap + 0.3 / (rank + 1)))
+            scored.append(KeyPoint(unit, rank + 1, score))
     best = sorted(scored, key=lambda k: -k.score)[:limit]
     if not best:
         return []
@@ -55,10 +70,54 @@ def key_points(question: str, passages: list[Passage], limit: int = 4) -> list[K
     return sorted(kept, key=lambda k: order[id(k)])
 
 
-def compose(question: str, passages: list[Passage], intro: str, limit: int = 4) -> str:
+def compose(question: str, passages: list[Passage], intro: str, limit: int = 4,
+            similarity: Similarity | None = None) -> str:
     """A short cited answer built only from the passages' own words."""
-    points = key_points(question, passages, limit)
+    return format_points(key_points(question, passages, limit, similarity), intro)
+
+
+def format_points(points: list[KeyPoint], intro: str) -> str:
+    """Key points as a cited list under an intro line ('' without points)."""
     if not points:
         return ""
-    lines = [intro] + [f"- {p.text} [{p.source}]" for p in points]
-    return "\n".join(lines)
+    return "\n".join([intro] + [f"- {p.text} [{p.source}]" for p in points])
+
+
+def lead(text: str, words: int = 5) -> str:
+    """A few words that name a unit: the term of a "Term: description" bullet, else its first words."""
+    head, sep, _ = text.partition(":")
+    if sep and 0 < len(head.split()) <= words:
+        return head.strip()
+    return " ".join(text.split()[:words]).rstrip(",;:.")
+
+
+class UnitSimilarity:
+    """Cosine similarity of a question to passage units, with each unit embedded once per process."""
+
+    def __init__(self, embed_query: Callable[[str], list[float]],
+                 embed_documents: Callable[[list[str]], list[list[float]]]) -> None:
+        self._embed_query = embed_query
+        self._embed_documents = embed_documents
+        self._vectors: dict[str, np.ndarray] = {}
+        self._question: tuple[str, np.ndarray] | None = None
+        self._lock = threading.Lock()
+
+    def prepare(self, passages: list[Passage]) -> None:
+        """Embed the units of these passages now (at start-up), not during a question."""
+        missing = [f"{p.label}\n{u}" for p in passages for u in units(p.text)]
+        self._embed([t for t in missing if t not in self._vectors])
+
+    def _embed(self, texts: list[str]) -> None:
+        if texts:
+            vectors = np.asarray(self._embed_documents(texts), dtype=np.float32)
+            with self._lock:
+                self._vectors.update(zip(texts, vectors, strict=True))
+
+    def __call__(self, question: str, passage: Passage, texts: list[str]) -> list[float]:
+        keyed = [f"{passage.label}\n{u}" for u in texts]
+        self._embed([t for t in dict.fromkeys(keyed) if t not in self._vectors])
+        with self._lock:
+            if self._question is None or self._question[0] != question:
+                self._question = (question, np.asarray(self._embed_query(question), dtype=np.float32))
+            query = self._question[1]
+            return [float(self._vectors[t] @ query) for t in keyed]

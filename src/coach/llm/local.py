@@ -26,6 +26,8 @@ from coach.llm.base import Message
 from coach.models import CHAT_FILES, check
 
 _STOP = ["<|im_end|>", "<|endoftext|>", "<|im_start|>"]
+_USER_HEAD = "<|im_start|>user\n"  # every conversation goes on with a user turn: cached with the system prompt
+_ASSISTANT_HEAD = "<|im_start|>assistant\n"
 
 
 def _chatml(role: str, content: str) -> str:
@@ -99,7 +101,7 @@ class LocalLlamaBackend:
     # -- the cached prefix ------------------------------------------------------------------------
     def _key(self, system: str) -> str:
         size = self.model_path.stat().st_size if self.model_path.exists() else 0
-        material = f"{self.model_path.name}|{size}|{self._n_ctx}|{self._n_batch}|{system}"
+        material = f"{self.model_path.name}|{size}|{self._n_ctx}|{self._n_batch}|{_USER_HEAD}|{system}"
         return hashlib.sha256(material.encode("utf-8")).hexdigest()[:20]
 
     def prepare(self, system: str) -> None:
@@ -112,7 +114,7 @@ class LocalLlamaBackend:
         key = self._key(system)
         if key != self._prefix_key:
             self._prefix_key, self._prefix_state = key, None
-            self._prefix_tokens = self._tokens(_chatml("system", system))
+            self._prefix_tokens = self._tokens(_chatml("system", system)) + self._tokens(_USER_HEAD)
             self._prefix_state = self._read_state(key)
         n = len(self._prefix_tokens)
         if llm.n_tokens >= n and list(llm.input_ids[:n]) == self._prefix_tokens:
@@ -177,14 +179,18 @@ class LocalLlamaBackend:
         """Yield the reply; the system message is served from the cached prefix when possible."""
         with self._lock:
             system = messages[0]["content"] if messages and messages[0]["role"] == "system" else ""
+            rest = "".join(_chatml(m["role"], m["content"]) for m in messages if m["role"] != "system")
             if system:
                 self._ensure_prefix(system)
                 prefix = self._prefix_tokens
+                if rest.startswith(_USER_HEAD):
+                    rest = rest[len(_USER_HEAD):]
+                else:  # not a user turn next: llama.cpp reuses the cache up to where the prompts differ
+                    prefix = prefix[: len(prefix) - len(self._tokens(_USER_HEAD))]
             else:
                 self._load()
                 prefix = []
-            rest = "".join(_chatml(m["role"], m["content"]) for m in messages if m["role"] != "system")
-            tokens = prefix + self._tokens(rest + "<|im_start|>assistant\n")
+            tokens = prefix + self._tokens(rest + _ASSISTANT_HEAD)
             if len(tokens) + max_tokens > self._n_ctx:
                 raise BackendUnavailableError(
                     f"the prompt ({len(tokens)} tokens) does not fit the context window ({self._n_ctx})")
