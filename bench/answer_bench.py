@@ -14,8 +14,9 @@ Pipelines (choose with --pipelines, run in the order given):
   as the user message, no system message, max_tokens 512, streamed. For hit@3 each chunk counts as the
   top-level (`# `) section it overlaps most (ties: the one it starts in).
 - `before`: the coach as first built (issue 3) without the latency levers: Settings(context_mode="passages",
-  max_answer_tokens=400); nothing prepared before its first question (its small system-prompt prefix is
-  cached in a temporary folder, so it neither reads nor clobbers the app's data/kv-cache).
+  max_answer_tokens=400, answer_soft_tokens=400 i.e. no early stop); nothing prepared before its first
+  question (its small system-prompt prefix is cached in a temporary folder, so it neither reads nor
+  clobbers the app's data/kv-cache).
 - `after`: the coach with the levers (issue 5): context_mode="auto" (the whole knowledge base as a cached
   system-prompt prefix, restored from data/kv-cache), the default answer-token cap, coach.warm() run at
   start-up and timed separately as "start-up prepare".
@@ -365,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
                 say(f"baseline index: {baseline.chunks} chunks in {baseline.build_s:.1f} s")
                 results = run_items(name, baseline.evaluate(items), len(items), saved)
             elif name == "before":
-                settings = coach_settings(context_mode="passages", max_answer_tokens=400)
+                settings = coach_settings(context_mode="passages", max_answer_tokens=400, answer_soft_tokens=400)
                 coach = Coach(settings, build_retriever(index, settings), backend, prompts, backend_name="local")
                 info.update(context_mode=coach.context_mode(), max_answer_tokens=settings.max_answer_tokens,
                             warmed=False)

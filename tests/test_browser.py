@@ -371,7 +371,7 @@ def test_time_to_first_token_of_the_local_model_in_the_browser(chromium: Any, tm
         first_s = time.perf_counter() - sent
         answer = chat.wait_answer(before, timeout=300)
         total_s = time.perf_counter() - sent
-        assert "[1]" in answer or "does not cover" in answer
+        assert re.search(r"\[\d+\]", answer) or "does not cover" in answer
     finally:
         chat.close()
         server.demo.close()

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import threading
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -91,12 +93,25 @@ def cmd_ask(args: argparse.Namespace) -> int:
     return 0
 
 
+def _leave(code: int, warming: threading.Thread) -> int:
+    """The exit code; if the background warm-up is still running, the process ends here at once.
+
+    Native code (onnxruntime, llama.cpp) busy in a daemon thread aborts the interpreter's shutdown
+    ("terminate called without an active exception"); nothing of the warm-up needs to be kept.
+    """
+    if warming.is_alive():
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
 def cmd_chat(args: argparse.Namespace) -> int:
     """`coach chat`: a conversation in the terminal (/new starts over, /quit or Ctrl-D leaves)."""
     from coach.coach import InputError
 
     coach = _coach(args)
-    coach.warm_in_background()
+    warming = coach.warm_in_background()
     _err(f"coach ({coach.backend_name}, {coach.model_name}) — ask about the {coach.role()} role. "
          "/new starts over, /quit leaves.")
     history: list[dict[str, Any]] = []
@@ -105,9 +120,9 @@ def cmd_chat(args: argparse.Namespace) -> int:
             question = input("\nyou> ")
         except (EOFError, KeyboardInterrupt):
             print()
-            return 0
+            return _leave(0, warming)
         if question.strip() in {"/quit", "/exit"}:
-            return 0
+            return _leave(0, warming)
         if question.strip() == "/new":
             history = []
             _err("(new conversation)")
