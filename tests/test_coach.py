@@ -277,6 +277,20 @@ def test_knowledge_mode_sends_the_whole_knowledge_base_and_renumbers_citations(
     assert all(not re.search(r"\[\d*$", e.text) for e in events if e.kind == "token")
 
 
+def test_a_shared_title_is_told_apart_by_the_first_words_of_the_best_unit(make_coach: Callable[..., Coach]) -> None:
+    """Common Challenges is split in parts with one title: the reference names the bullet that answers."""
+    fake = CachingChat(["Resource Constraints: high costs [1]."])
+    coach = make_coach(fake, context_mode="knowledge")
+    events, _ = ask(coach, "What problems do limited budgets cause when adopting AI?")
+    user = fake.calls[0][-1]["content"]
+    match = re.search(r"\(See \[(\d+)\] Common Challenges: Resource Constraints\)", user)
+    assert match, user
+    system = fake.calls[0][0]["content"]
+    part = system.split(f"[{match.group(1)}] Common Challenges\n", 1)[1].split("\n\n[", 1)[0]
+    assert "Resource Constraints:" in part, "the number is that of the part holding the bullet"
+    assert "Resource Constraints" in events[0].text, "the key facts lead with it too"
+
+
 def test_knowledge_mode_shows_worked_examples_cited_by_the_knowledge_numbers(
         make_coach: Callable[..., Coach]) -> None:
     coach = make_coach(CachingChat(), context_mode="knowledge")
