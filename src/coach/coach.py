@@ -252,7 +252,8 @@ class Coach:
         """Load the model and prepare its cached prompt prefix (run in the background at start-up)."""
         try:
             self.retriever.warm()
-            self.similarity.prepare(self._knowledge()[0])
+            if self.context_mode() == "knowledge":  # a small knowledge base: embed its units now
+                self.similarity.prepare(self._knowledge()[0])
         except CoachError as exc:
             self.warm_error = str(exc)
             return
