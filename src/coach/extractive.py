@@ -70,10 +70,10 @@ def key_points(question: str, passages: list[Passage], limit: int = 4,
     return sorted(kept, key=lambda k: order[id(k)])
 
 
-def compose(question: str, passages: list[Passage], intro: str, limit: int = 4,
-            similarity: Similarity | None = None) -> str:
-    """A short cited answer built only from the passages' own words."""
-    return format_points(key_points(question, passages, limit, similarity), intro)
+def compose(question: str, passages: list[Passage], intro: str, limit: int = 4) -> str:
+    """A short cited answer built only from the passages' own words (by shared words; the coach passes
+    embedding similarity to key_points itself)."""
+    return format_points(key_points(question, passages, limit), intro)
 
 
 def format_points(points: list[KeyPoint], intro: str) -> str:

@@ -9,6 +9,7 @@ once are answered one after the other, each streaming as soon as its turn comes.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import threading
@@ -93,9 +94,17 @@ class LocalLlamaBackend:
         return list(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
 
     def count_tokens(self, text: str) -> int:
-        """Tokens in the model's own tokenizer (an estimate until the model is loaded)."""
+        """Tokens in the model's own tokenizer (an estimate until the model is loaded).
+
+        Counts are remembered: the coach asks for the whole knowledge text's count several times per
+        question (about 10 ms each to tokenize), and history turns come back with every follow-up.
+        """
         if self._llm is None:
             return max(1, len(text) // 4)
+        return self._count(text)
+
+    @functools.lru_cache(maxsize=256)  # noqa: B019 - one backend per process; the cache is its to keep
+    def _count(self, text: str) -> int:
         return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
 
     # -- the cached prefix ------------------------------------------------------------------------
