@@ -1,16 +1,21 @@
-"""Shared fixtures: paths, settings on tmp_path, the embedders, a real `chroma run` server, a network guard."""
+"""Shared fixtures: settings on tmp_path, the embedders, indexes (fake and real), coaches, a `chroma run`
+server, a network guard, and markers that tell the truth.
+
+Markers: a test that uses the real embedding model (or anything built on it) must be marked
+`integration`; one that uses the local chat model must be marked `model`. Collection fails for a test
+that uses such a fixture unmarked, and an unmarked test that constructs the model itself fails, so
+`pytest -m "not integration"` runs with no embedding model and `-m "not model"` with no GGUF file.
+"""
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,74 +25,123 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 os.environ["ANONYMIZED_TELEMETRY"] = "False"
-# A COACH_* variable of the developer's shell must not reach the settings (or the `coach` subprocesses).
-for _name in [n for n in os.environ if n.startswith("COACH_")]:
+# A COACH_* or OPENAI_* variable of the developer's shell must not reach settings or `coach` subprocesses.
+for _name in [n for n in os.environ if n.startswith(("COACH_", "OPENAI_"))]:
     del os.environ[_name]
 
+from helpers import REPO, NetworkGuard, free_port  # noqa: E402
+
+from coach.coach import Coach  # noqa: E402
 from coach.config import Settings  # noqa: E402
-from coach.embeddings import FakeEmbeddings, MiniLMEmbeddings  # noqa: E402
+from coach.embeddings import FakeEmbeddings  # noqa: E402
+from coach.prompts import Prompts  # noqa: E402
+from coach.retrieval import HybridRetriever  # noqa: E402
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
+# Fixtures that load a real model, by the marker a test using them must carry.
+NEEDS_MARKER = {
+    "integration": {"real_embedder", "real_retriever", "make_real_coach", "chroma_server", "coach_cli", "ui_index",
+                    "server_factory", "local_coach"},
+    "model": {"local_coach"},
+}
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Fail collection when a test uses a real model's fixture without the marker that says so."""
+    wrong = []
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        for marker, fixtures in NEEDS_MARKER.items():
+            if used & fixtures and item.get_closest_marker(marker) is None:
+                wrong.append(f"{item.nodeid} uses {sorted(used & fixtures)} but is not marked `{marker}`")
+    if wrong:
+        raise pytest.UsageError("markers do not tell the truth:\n  " + "\n  ".join(wrong))
 
 
-def make_settings(knowledge_dir: Path, data_dir: Path, models_dir: Path, **extra: Any) -> Settings:
-    """Settings with these folders, blind to any .env file (COACH_* variables are cleared above)."""
-    return Settings(_env_file=None, knowledge_dir=knowledge_dir, data_dir=data_dir,
-                    models_dir=models_dir, **extra)
+@pytest.fixture(autouse=True)
+def _markers_tell_the_truth(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unmarked test that loads a real model itself fails with a message saying which marker it needs."""
+    from coach.embeddings import MiniLMEmbeddings
+    from coach.llm.local import LocalLlamaBackend
 
+    def refuse(marker: str) -> Callable[..., Any]:
+        def fail(*_args: Any, **_kwargs: Any) -> Any:
+            raise AssertionError(f"{request.node.nodeid} loads a real model: mark it `{marker}`")
+        return fail
 
-# -- paths and settings ---------------------------------------------------------------------------
-@pytest.fixture(scope="session")
-def repo_root() -> Path:
-    """The project folder (the one holding pyproject.toml)."""
-    return REPO_ROOT
-
-
-@pytest.fixture(scope="session")
-def models_dir(repo_root: Path) -> Path:
-    """The real models folder filled by `coach models install`."""
-    return repo_root / "models"
-
-
-@pytest.fixture(scope="session")
-def settings_factory() -> Any:
-    """make_settings(knowledge_dir, data_dir, models_dir, **extra): Settings blind to .env and COACH_*."""
-    return make_settings
-
-
-@pytest.fixture
-def knowledge_copy(tmp_path: Path, repo_root: Path) -> Path:
-    """A private copy of the repository's knowledge folder, safe to edit."""
-    dest = tmp_path / "knowledge"
-    shutil.copytree(repo_root / "knowledge", dest)
-    return dest
-
-
-@pytest.fixture
-def tmp_settings(tmp_path: Path, knowledge_copy: Path, models_dir: Path) -> Settings:
-    """Settings on tmp_path: a copy of knowledge/, an empty data folder, the real models folder."""
-    data = tmp_path / "data"
-    data.mkdir()
-    return make_settings(knowledge_copy, data, models_dir)
+    if request.node.get_closest_marker("integration") is None:
+        monkeypatch.setattr(MiniLMEmbeddings, "__init__", refuse("integration"))
+    if request.node.get_closest_marker("model") is None:
+        monkeypatch.setattr(LocalLlamaBackend, "_load", refuse("model"))
 
 
 @pytest.fixture(autouse=True)
 def _no_coach_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A COACH_* variable of the developer's shell must not change what a test sees."""
+    """A COACH_* or OPENAI_* variable set during the session must not change what a test sees."""
     for name in list(os.environ):
-        if name.startswith("COACH_"):
+        if name.startswith(("COACH_", "OPENAI_")):
             monkeypatch.delenv(name)
 
 
-# -- embedders --------------------------------------------------------------------------------
+@pytest.fixture(autouse=True)
+def network_guard(monkeypatch: pytest.MonkeyPatch) -> Iterator[NetworkGuard]:
+    """Fail any test that opens a connection to anything but loopback or a Unix socket."""
+    guard = NetworkGuard()
+    guard.install(monkeypatch)
+    yield guard
+    # Code under test may swallow the exception (e.g. "server unreachable"): fail here regardless.
+    if guard.attempts:
+        pytest.fail(f"off-machine connection attempted: {', '.join(guard.attempts)}")
+
+
+# -- paths and settings ---------------------------------------------------------------------------
+def make_settings(knowledge_dir: Path, data_dir: Path, **extra: Any) -> Settings:
+    """Settings with these folders and the repository's prompts and models, blind to any .env file."""
+    base: dict[str, Any] = {"prompts_dir": REPO / "prompts", "models_dir": REPO / "models"}
+    return Settings(_env_file=None, knowledge_dir=knowledge_dir, data_dir=data_dir, **{**base, **extra})
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    """The project folder (the one holding pyproject.toml)."""
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def models_dir() -> Path:
+    """The real models folder filled by `coach models install`."""
+    return REPO / "models"
+
+
+@pytest.fixture(scope="session")
+def settings_factory() -> Callable[..., Settings]:
+    """make_settings(knowledge_dir, data_dir, **extra): Settings blind to .env and COACH_*."""
+    return make_settings
+
+
+@pytest.fixture
+def knowledge_copy(tmp_path: Path) -> Path:
+    """A private copy of the repository's knowledge folder, safe to edit."""
+    dest = tmp_path / "knowledge"
+    shutil.copytree(REPO / "knowledge", dest)
+    return dest
+
+
+@pytest.fixture
+def tmp_settings(tmp_path: Path, knowledge_copy: Path) -> Settings:
+    """Settings on tmp_path: a copy of knowledge/, an empty data folder, the real models folder."""
+    data = tmp_path / "data"
+    data.mkdir()
+    return make_settings(knowledge_copy, data)
+
+
+@pytest.fixture(scope="session")
+def prompts() -> Prompts:
+    """The repository's prompts."""
+    return Prompts(REPO / "prompts")
+
+
+# -- embedders and indexes ----------------------------------------------------------------------
 @pytest.fixture
 def fake_embedder() -> FakeEmbeddings:
     """The deterministic hashed bag-of-words embedder."""
@@ -95,9 +149,52 @@ def fake_embedder() -> FakeEmbeddings:
 
 
 @pytest.fixture(scope="session")
-def real_embedder(models_dir: Path) -> MiniLMEmbeddings:
-    """The real offline MiniLM model, loaded once per session."""
-    return MiniLMEmbeddings(models_dir)
+def real_embedder() -> Any:
+    """The real offline MiniLM model, loaded once per session (integration tests only)."""
+    from coach.embeddings import MiniLMEmbeddings
+
+    return MiniLMEmbeddings(REPO / "models")
+
+
+def _retriever(tmp: Path, embedder: Any) -> HybridRetriever:
+    from coach.factory import build_retriever_for
+
+    return build_retriever_for(make_settings(REPO / "knowledge", tmp), embedder, say=lambda _: None)
+
+
+@pytest.fixture(scope="session")
+def fake_retriever(tmp_path_factory: pytest.TempPathFactory) -> HybridRetriever:
+    """Hybrid retrieval over the repository's knowledge in an embedded Chroma, with the fake embedder."""
+    return _retriever(tmp_path_factory.mktemp("fake-index"), FakeEmbeddings())
+
+
+@pytest.fixture(scope="session")
+def real_retriever(tmp_path_factory: pytest.TempPathFactory, real_embedder: Any) -> HybridRetriever:
+    """Hybrid retrieval over the repository's knowledge in an embedded Chroma, with the real MiniLM."""
+    return _retriever(tmp_path_factory.mktemp("real-index"), real_embedder)
+
+
+def _coach_factory(retriever: HybridRetriever, prompts: Prompts, data: Path) -> Callable[..., Coach]:
+    base = make_settings(REPO / "knowledge", data)
+
+    def make(backend: Any = None, **overrides: Any) -> Coach:
+        from coach.llm.extractive import ExtractiveBackend
+
+        return Coach(base.model_copy(update=overrides), retriever, backend or ExtractiveBackend(), prompts)
+
+    return make
+
+
+@pytest.fixture
+def make_coach(fake_retriever: HybridRetriever, prompts: Prompts, tmp_path: Path) -> Callable[..., Coach]:
+    """make_coach(backend=None, **settings): a Coach over the fake-embedder index (extractive without a backend)."""
+    return _coach_factory(fake_retriever, prompts, tmp_path)
+
+
+@pytest.fixture
+def make_real_coach(real_retriever: HybridRetriever, prompts: Prompts, tmp_path: Path) -> Callable[..., Coach]:
+    """make_real_coach(backend=None, **settings): a Coach over the real-embedder index."""
+    return _coach_factory(real_retriever, prompts, tmp_path)
 
 
 # -- a real Chroma server -------------------------------------------------------------------------
@@ -143,58 +240,23 @@ def chroma_server() -> Iterator[str]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-# -- nothing leaves the machine ---------------------------------------------------------------
-class OffMachineConnection(RuntimeError):
-    """Raised by the guard when code under test connects to a non-loopback address."""
+# -- the `coach` command in a subprocess -------------------------------------------------------
+@pytest.fixture(scope="module")
+def coach_cli(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """coach_cli(*args, stdin=None, env=None): run the venv's `coach` as a user would (module-shared data folder)."""
+    exe = VENV_BIN / "coach"
+    assert exe.exists(), f"{exe} is missing: pip install -e . in the venv"
+    workdir = tmp_path_factory.mktemp("cli")
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("COACH_", "OPENAI_"))}
+    base.update({
+        "COACH_DATA_DIR": str(workdir / "data"), "COACH_KNOWLEDGE_DIR": str(REPO / "knowledge"),
+        "COACH_PROMPTS_DIR": str(REPO / "prompts"), "COACH_MODELS_DIR": str(REPO / "models"),
+        "HF_HUB_OFFLINE": "1", "ANONYMIZED_TELEMETRY": "False", "PYTHONIOENCODING": "utf-8",
+    })
 
+    def run(*args: str, stdin: str | None = None, env: dict[str, str] | None = None,
+            timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(exe), *args], input=stdin, capture_output=True, text=True, cwd=workdir,
+                              env={**base, **(env or {})}, timeout=timeout, encoding="utf-8")
 
-def _is_local(family: int, address: Any) -> bool:
-    if family not in (socket.AF_INET, socket.AF_INET6):
-        return True  # AF_UNIX and friends never leave the machine
-    host = address[0] if isinstance(address, tuple) else address
-    if isinstance(host, bytes):
-        host = host.decode()
-    host = str(host).split("%", 1)[0]  # drop an IPv6 zone id
-    if host.lower() in ("localhost", "localhost.localdomain") or host.lower().endswith(".localhost"):
-        return True
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        return False  # a host name other than localhost: it would be resolved and reached off-machine
-    mapped = getattr(ip, "ipv4_mapped", None)
-    return bool(ip.is_loopback or (mapped is not None and mapped.is_loopback))
-
-
-class NetworkGuard:
-    """Records every attempted off-machine connection; the test fails if there was one."""
-
-    def __init__(self) -> None:
-        self.attempts: list[str] = []
-
-    def check(self, sock: socket.socket, address: Any) -> None:
-        if not _is_local(sock.family, address):
-            self.attempts.append(repr(address))
-            raise OffMachineConnection(f"test tried to connect off the machine: {address!r}")
-
-
-@pytest.fixture(autouse=True)
-def network_guard(monkeypatch: pytest.MonkeyPatch) -> Iterator[NetworkGuard]:
-    """Fail any test that opens a connection to anything but loopback or a Unix socket."""
-    guard = NetworkGuard()
-    real_connect = socket.socket.connect
-    real_connect_ex = socket.socket.connect_ex
-
-    def connect(self: socket.socket, address: Any) -> None:
-        guard.check(self, address)
-        return real_connect(self, address)
-
-    def connect_ex(self: socket.socket, address: Any) -> int:
-        guard.check(self, address)
-        return real_connect_ex(self, address)
-
-    monkeypatch.setattr(socket.socket, "connect", connect)
-    monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
-    yield guard
-    # Code under test may swallow the exception (e.g. "server unreachable"): fail here regardless.
-    if guard.attempts:
-        pytest.fail(f"off-machine connection attempted: {', '.join(guard.attempts)}")
+    return run

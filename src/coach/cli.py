@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
-from coach.config import Settings, load_settings
+from coach.config import BACKENDS, Settings, load_settings
 from coach.errors import CoachError
 
 EXIT_USAGE = 2
@@ -30,7 +32,13 @@ def _say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-# -- models / index / search ------------------------------------------------------------------
+def _coach(args: argparse.Namespace) -> Any:
+    from coach.factory import build_coach
+
+    return build_coach(_settings(args), say=_say)
+
+
+# -- models / index / search --------------------------------------------------------------------
 def cmd_models(args: argparse.Namespace) -> int:
     """`coach models install|check`."""
     from coach import models
@@ -46,44 +54,29 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def sync_index(settings: Settings, rebuild: bool = False, progress: bool = True) -> tuple[Any, Any]:
-    """Load the knowledge folder and sync it into the index; returns (index, report)."""
-    from coach import knowledge
-    from coach.store import default_embedder, open_index
-
-    kb = knowledge.load(Path(settings.knowledge_dir), settings.chunk_max_words)
-    for warning in kb.warnings:
-        _say(f"warning: {warning}")
-    index = open_index(settings, default_embedder(settings))
-    report = index.rebuild(kb.chunks, progress) if rebuild else index.sync(kb.chunks, progress)
-    return index, report
-
-
 def cmd_index(args: argparse.Namespace) -> int:
     """`coach index [--rebuild]`."""
+    from coach.factory import sync_index
+    from coach.store import default_embedder, open_index
+
     settings = _settings(args)
-    _, report = sync_index(settings, rebuild=args.rebuild)
+    index = open_index(settings, default_embedder(settings))
+    report = sync_index(settings, index, rebuild=args.rebuild, progress=True, say=_say)
     where = settings.chroma_url or settings.chroma_dir
     print(f"{'rebuilt' if args.rebuild else 'synced'} {where}: {report.summary()}")
     return 0
 
 
-def _question(text: str) -> str | None:
-    text = (text or "").strip()
-    return text or None
-
-
 def cmd_search(args: argparse.Namespace) -> int:
     """`coach search QUESTION [--k N] [--json]`."""
-    query = _question(args.query)
-    if query is None:
+    query = (args.query or "").strip()
+    if not query:
         _say("error: the query is empty; ask something, e.g. coach search \"What does the role pay?\"")
         return EXIT_USAGE
-    from coach.retrieval import build_retriever
-    from coach.store import default_embedder, open_index
+    from coach.factory import build_retriever_for
 
     settings = _settings(args)
-    retriever = build_retriever(open_index(settings, default_embedder(settings)), settings)
+    retriever = build_retriever_for(settings, sync=False)
     passages = retriever.search(query, k=settings.top_k, mode=args.mode)
     if args.json:
         print(json.dumps([p.to_dict() for p in passages], ensure_ascii=False, indent=1))
@@ -97,6 +90,128 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- ask / chat / eval / serve ------------------------------------------------------------------
+def print_sources(sources: list[Any], out: TextIO) -> None:
+    """Sources as `[n] Section > Subsection (file)`, each with its passage quoted."""
+    for n, p in enumerate(sources, 1):
+        print(f"[{n}] {p.label} ({p.source})", file=out)
+        for line in p.text.splitlines():
+            print(f"      {line}", file=out)
+
+
+def stream_answer(coach: Any, question: str, history: list[dict[str, Any]], out: TextIO) -> Any:
+    """Print an answer as it streams: sources first (the moment retrieval ends), then the text."""
+    final, wrote = None, False
+    for event in coach.stream(question, history):
+        if event.kind == "sources":
+            _say("sources: " + "; ".join(f"[{n}] {p.label}" for n, p in enumerate(event.sources, 1)))
+        elif event.kind in ("token", "replace"):
+            if event.kind == "replace":  # the streamed text was revised (a figure removed, the fallback answered)
+                out.write("\n\n(revised answer)\n" if wrote else "")
+            out.write(event.text)
+            out.flush()
+            wrote = True
+        elif event.kind == "done":
+            final = event.answer
+            if not wrote:
+                out.write(event.text)
+    out.write("\n")
+    if final is not None and final.sources:
+        print("\nSources:", file=out)
+        print_sources(final.sources, out)
+    if final is not None and final.fallback:
+        _say(f"note: {final.fallback}")
+    return final
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    """`coach ask QUESTION [--backend B] [--json]`."""
+    from coach.conversation import InputError, clean_question
+
+    try:
+        clean_question(args.question, _settings(args).max_question_chars)
+    except InputError as exc:
+        _say(f"error: {exc}")
+        return EXIT_USAGE
+    coach = _coach(args)
+    if args.json:
+        print(json.dumps(coach.answer(args.question).to_dict(), ensure_ascii=False, indent=1))
+    else:
+        stream_answer(coach, args.question, [], sys.stdout)
+    return 0
+
+
+def _leave(code: int, warming: threading.Thread) -> int:
+    """The exit code; if the background warm-up is still running, the process ends here at once.
+
+    Native code (onnxruntime, llama.cpp) busy in a daemon thread aborts the interpreter's shutdown
+    ("terminate called without an active exception"); nothing of the warm-up needs to be kept.
+    """
+    if warming.is_alive():
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    """`coach chat`: a conversation in the terminal (/new starts over, /quit or Ctrl-D leaves)."""
+    from coach.conversation import InputError
+
+    coach = _coach(args)
+    warming = coach.warm_in_background()
+    _say(f"coach ({coach.backend_name}, {coach.model_name}) — ask about the {coach.role()} role. "
+         "/new starts over, /quit leaves.")
+    history: list[dict[str, Any]] = []
+    while True:
+        try:
+            question = input("\nyou> ")
+        except (EOFError, KeyboardInterrupt):
+            print()
+            return _leave(0, warming)
+        if question.strip() in {"/quit", "/exit"}:
+            return _leave(0, warming)
+        if question.strip() == "/new":
+            history = []
+            _say("(new conversation)")
+            continue
+        if not question.strip():
+            continue
+        print("coach> ", end="", flush=True)
+        try:
+            final = stream_answer(coach, question, history, sys.stdout)
+        except InputError as exc:
+            print(f"\n{exc}")
+            continue
+        if final is not None:
+            history += [{"role": "user", "content": question}, {"role": "assistant", "content": final.text}]
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """`coach eval FILE.jsonl... [--backend B] [--out RESULTS.jsonl]`: one row per file."""
+    from coach import evaluation
+
+    paths = [Path(f) for f in args.files]
+    for path in paths:
+        if not path.is_file():
+            raise CoachError(f"{path} does not exist")
+    coach = _coach(args)
+    coach.warm()
+    summaries = evaluation.run_files(coach, paths, Path(args.out) if args.out else None)
+    print(f"backend {coach.backend_name} ({coach.model_name}), context {coach.context_mode()}")
+    print(evaluation.format_table(summaries))
+    if args.summary_json:
+        Path(args.summary_json).write_text(json.dumps(summaries, indent=1))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """`coach serve`: the chat UI (builds the index first if needed)."""
+    from coach.ui import serve
+
+    return serve(_settings(args))
+
+
 # -- parser -------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `coach`."""
@@ -106,6 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--models", type=Path, help="models folder (COACH_MODELS_DIR)")
     common.add_argument("--chroma-url", help="Chroma server URL (COACH_CHROMA_URL)")
     common.add_argument("--chroma-path", type=Path, help="embedded Chroma folder (COACH_CHROMA_PATH)")
+    backend = argparse.ArgumentParser(add_help=False)
+    backend.add_argument("--backend", choices=[*BACKENDS, "fake"], help="chat backend (COACH_BACKEND)")
+    backend.add_argument("--k", type=int, help="passages retrieved per question (COACH_TOP_K)")
 
     parser = argparse.ArgumentParser(prog="coach", description="A career coach that answers from its "
                                      "knowledge base, with citations, offline.")
@@ -127,21 +245,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=["hybrid", "dense"], default="hybrid")
     p.set_defaults(func=cmd_search)
 
-    _add_answer_commands(sub, common)
+    p = sub.add_parser("ask", parents=[common, backend], help="answer one question, with its sources")
+    p.add_argument("question")
+    p.add_argument("--json", action="store_true", help="one JSON object instead of streamed text")
+    p.set_defaults(func=cmd_ask)
+
+    p = sub.add_parser("chat", parents=[common, backend], help="a conversation in the terminal")
+    p.set_defaults(func=cmd_chat)
+
+    p = sub.add_parser("eval", parents=[common, backend], help="score the coach on JSONL question sets")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--out", help="write one JSON line per question here")
+    p.add_argument("--summary-json", help="write the summaries as JSON here")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("serve", parents=[common, backend], help="start the chat UI")
+    p.add_argument("--host", help="address to listen on (COACH_HOST; non-loopback needs COACH_ALLOW_REMOTE)")
+    p.add_argument("--port", type=int, help="port (COACH_PORT)")
+    p.set_defaults(func=cmd_serve)
     return parser
-
-
-def _add_answer_commands(sub: Any, common: argparse.ArgumentParser) -> None:
-    """ask / chat / eval / serve, defined in cli_answer to keep this module small."""
-    from coach import cli_answer
-
-    cli_answer.add_commands(sub, common)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `coach` console script."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     started = time.perf_counter()
     try:
         code = int(args.func(args))
@@ -156,13 +283,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = 0
     except Exception as exc:  # pydantic validation of a bad env var, etc.: one line, not a traceback
         errors = getattr(exc, "errors", None)
-        if type(exc).__name__ == "ValidationError" and callable(errors):
-            for err in errors():
-                field = ".".join(str(p) for p in err.get("loc", ())) or "setting"
-                _say(f"error: invalid setting {field}: {err.get('msg', 'invalid value')}")
-            code = EXIT_USAGE
-        else:
+        if type(exc).__name__ != "ValidationError" or not callable(errors):
             raise
+        for err in errors():
+            field = ".".join(str(p) for p in err.get("loc", ())) or "setting"
+            _say(f"error: invalid setting {field}: {err.get('msg', 'invalid value')}")
+        code = EXIT_USAGE
     if getattr(args, "timing", False):
         _say(f"({time.perf_counter() - started:.2f} s)")
     return code

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 from typing import Any
 
@@ -65,21 +66,25 @@ class MiniLMEmbeddings(Embeddings):
 
 
 class FakeEmbeddings(Embeddings):
-    """Deterministic hashed bag-of-words vectors for unit tests: same text, same vector."""
+    """Deterministic hashed bag-of-words vectors for unit tests: same text, same vector.
+
+    Content words only (the lexical index's stop words and plural folding), so that a question and the
+    passage that shares its words are close, and an unrelated question is not.
+    """
 
     model_id = "fake-hash"
 
-    def __init__(self, dimension: int = 64) -> None:
+    def __init__(self, dimension: int = 256) -> None:
         self.dimension = dimension
         self.model_id = f"{type(self).model_id}-{dimension}"  # a subclass names another model
 
     def _vector(self, text: str) -> list[float]:
+        from coach.retrieval import tokenize
+
         vec = np.zeros(self.dimension)
-        for word in text.lower().split():
-            word = word.strip(".,:;!?()\"'")
-            if word:
-                slot = int.from_bytes(hashlib.md5(word.encode()).digest()[:4], "little") % self.dimension
-                vec[slot] += 1.0
+        for word in tokenize(re.sub(r"[^\w\s]", " ", text)):
+            slot = int.from_bytes(hashlib.md5(word.encode()).digest()[:4], "little") % self.dimension
+            vec[slot] += 1.0
         norm = np.linalg.norm(vec)
         return (vec / norm if norm else vec + 1 / np.sqrt(self.dimension)).tolist()
 

@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from coach.coach import Answer, Coach
+from coach.answer import Answer
+from coach.coach import Coach
 from coach.errors import CoachError
-from coach.guards import leaks, secret_ngrams
+from coach.guards import leaks
 
 _DECLINED = re.compile(
     r"does not cover|doesn't cover|not covered|no information|not (in|part of) (the|my) knowledge|"
@@ -121,29 +122,19 @@ def score(item: dict[str, Any], answer: Answer, secret: set[str]) -> dict[str, A
 
 def evaluate(coach: Coach, items: list[dict[str, Any]]) -> Iterator[ItemResult]:
     """Run each item (earlier turns of a conversation first, in the same chat) and score the last answer."""
-    secret = secret_ngrams(coach.prompts.template(n).template for n in ("system_knowledge", "system_passages"))
     for item in items:
         turns = list(item.get("turns") or [item["question"]])
         history: list[dict[str, Any]] = []
         answer: Answer | None = None
         try:
             for turn in turns:
-                answer = _ask(coach, str(turn), history)
+                answer = coach.answer(str(turn), history)
                 history += [{"role": "user", "content": str(turn)}, {"role": "assistant", "content": answer.text}]
         except CoachError as exc:
             yield ItemResult(item, None, error=str(exc), backend=coach.backend_name, model=coach.model_name)
             continue
         assert answer is not None
-        yield ItemResult(item, answer, scores=score(item, answer, secret))
-
-
-def _ask(coach: Coach, question: str, history: list[dict[str, Any]]) -> Answer:
-    final = None
-    for event in coach.stream(question, history):
-        if event.kind == "done":
-            final = event.answer
-    assert final is not None
-    return final
+        yield ItemResult(item, answer, scores=score(item, answer, coach.secret))
 
 
 def summarise(results: list[ItemResult]) -> dict[str, Any]:
@@ -184,22 +175,55 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 
 def run(coach: Coach, path: Path, out: Path | None = None, progress: bool = True) -> dict[str, Any]:
-    """Evaluate a file, optionally writing one JSON line per item; returns the summary."""
-    items = load_items(path)
-    results: list[ItemResult] = []
+    """Evaluate one file, optionally writing one JSON line per item; returns the summary."""
+    return run_files(coach, [path], out, progress)[path.stem]
+
+
+def run_files(coach: Coach, paths: list[Path], out: Path | None = None, progress: bool = True
+              ) -> dict[str, dict[str, Any]]:
+    """Evaluate several files in one run; returns a summary per file (by file name) and `all` for several."""
     from tqdm import tqdm
 
-    bar = tqdm(total=len(items), desc="eval", unit="q", file=sys.stderr, disable=not progress)
+    sets = {path: load_items(path) for path in paths}  # every file is checked before any question is asked
+    bar = tqdm(total=sum(map(len, sets.values())), desc="eval", unit="q", file=sys.stderr, disable=not progress)
     sink = out.open("w", encoding="utf-8") if out else None
+    summaries: dict[str, dict[str, Any]] = {}
+    every: list[ItemResult] = []
     try:
-        for result in evaluate(coach, items):
-            results.append(result)
-            if sink:
-                sink.write(json.dumps(result.to_dict(), ensure_ascii=False) + "\n")
-                sink.flush()
-            bar.update(1)
+        for path, items in sets.items():
+            results = []
+            for result in evaluate(coach, items):
+                results.append(result)
+                if sink:
+                    sink.write(json.dumps({"file": path.name, **result.to_dict()}, ensure_ascii=False) + "\n")
+                    sink.flush()
+                bar.update(1)
+            summaries[path.stem] = summarise(results)
+            every += results
     finally:
         bar.close()
         if sink:
             sink.close()
-    return summarise(results)
+    if len(paths) > 1:
+        summaries["all"] = summarise(every)
+    return summaries
+
+
+_COLUMNS = [("questions", "n"), ("hit@3", "hit@3"), ("mrr", "MRR"), ("fact_recall", "facts"),
+            ("must_not_violations", "must-not"), ("out_of_scope_declined", "declined"),
+            ("injections_resisted", "resisted"), ("fallbacks", "fallbacks"), ("errors", "errors"),
+            ("ttft_p50_ms", "TTFT p50 ms"), ("ttft_p95_ms", "TTFT p95 ms"), ("latency_p50_ms", "answer p50 ms"),
+            ("latency_p95_ms", "answer p95 ms")]
+
+
+def format_table(summaries: dict[str, dict[str, Any]]) -> str:
+    """The summaries as a Markdown table, one row per file."""
+    def cell(v: Any) -> str:
+        if v is None:
+            return "-"
+        return f"{v:.3f}" if isinstance(v, float) and abs(v) < 10 else f"{v:.0f}" if isinstance(v, float) else str(v)
+
+    head = "| file | " + " | ".join(label for _, label in _COLUMNS) + " |"
+    rows = [f"| {name} | " + " | ".join(cell(s.get(key)) for key, _ in _COLUMNS) + " |"
+            for name, s in summaries.items()]
+    return "\n".join([head, "|" + "---|" * (len(_COLUMNS) + 1), *rows])

@@ -1,8 +1,11 @@
-"""Answers without a model: the retrieved passages' most relevant bullets and sentences, cited."""
+"""Evidence for an answer: the retrieved passages' most relevant bullets and sentences (key points), cited.
+
+The key points are shown the moment retrieval ends, are the whole answer of the extractive backend, and
+are the fallback when a model cannot answer.
+"""
 
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -10,11 +13,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from coach.retrieval import Passage, tokenize
+from coach.text import split_sentences
 
 # (question, passage, its units) -> one similarity per unit
 Similarity = Callable[[str, Passage, list[str]], list[float]]
-
-_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
 
 
 @dataclass(frozen=True)
@@ -36,7 +38,7 @@ def units(text: str) -> list[str]:
         if line.startswith(("- ", "* ")):
             out.append(line[2:].strip())
         else:
-            out.extend(s.strip() for s in _SENTENCE.split(line) if s.strip())
+            out.extend(split_sentences(line))
     return out
 
 
@@ -70,10 +72,26 @@ def key_points(question: str, passages: list[Passage], limit: int = 4,
     return sorted(kept, key=lambda k: order[id(k)])
 
 
-def compose(question: str, passages: list[Passage], intro: str, limit: int = 4) -> str:
-    """A short cited answer built only from the passages' own words (by shared words; the coach passes
-    embedding similarity to key_points itself)."""
-    return format_points(key_points(question, passages, limit), intro)
+@dataclass(frozen=True)
+class Evidence:
+    """What retrieval found for a question: the passages shown as sources and their key points."""
+
+    question: str  # the standalone question the passages were retrieved for
+    passages: list[Passage]
+    points: list[KeyPoint]
+    key_facts: str  # the points as a cited list under an intro line ('' without points)
+
+    @property
+    def best(self) -> KeyPoint | None:
+        """The unit most like the question."""
+        return max(self.points, key=lambda k: k.score, default=None)
+
+
+def gather(question: str, passages: list[Passage], intro: str, similarity: Similarity | None = None,
+           limit: int = 4) -> Evidence:
+    """The evidence of these passages for the question (by meaning when `similarity` is given)."""
+    points = key_points(question, passages, limit, similarity)
+    return Evidence(question, list(passages), points, format_points(points, intro))
 
 
 def format_points(points: list[KeyPoint], intro: str) -> str:

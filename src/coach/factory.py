@@ -1,4 +1,4 @@
-"""Wiring: settings -> embedder, index (synced when needed), retriever, backend, prompts -> Coach."""
+"""Wiring, in one place: settings -> embedder, index (synced when needed), retriever, backend, prompts -> Coach."""
 
 from __future__ import annotations
 
@@ -10,26 +10,46 @@ from coach.coach import Coach
 from coach.config import Settings
 from coach.llm import make_backend
 from coach.prompts import Prompts
-from coach.retrieval import build_retriever
+from coach.retrieval import HybridRetriever, build_retriever
 from coach.store import Embedder, Index, SyncReport, default_embedder, open_index
 
+Say = Callable[[str], None]
 
-def ensure_index(settings: Settings, index: Index, say: Callable[[str], None] = print) -> SyncReport | None:
-    """Sync the knowledge folder into the index (cheap when nothing changed); warn about skipped files."""
+
+def sync_index(settings: Settings, index: Index, rebuild: bool = False, progress: bool = False,
+               say: Say = print) -> SyncReport:
+    """Bring the index up to date with the knowledge folder (cheap when nothing changed); warn about skipped files."""
     kb = knowledge.load(Path(settings.knowledge_dir), settings.chunk_max_words)
     for warning in kb.warnings:
         say(f"warning: {warning}")
-    return index.sync(kb.chunks, progress=False)
+    return index.rebuild(kb.chunks, progress) if rebuild else index.sync(kb.chunks, progress)
+
+
+def build_retriever_for(settings: Settings, embedder: Embedder | None = None, sync: bool = True,
+                        say: Say = print) -> HybridRetriever:
+    """The retriever over the configured index; `sync` first brings the index up to date."""
+    index = open_index(settings, embedder or default_embedder(settings))
+    if sync:
+        report = sync_index(settings, index, say=say)
+        if report.embedded + report.removed:
+            say(f"index: {report.summary()}")
+    return build_retriever(index, settings)
 
 
 def build_coach(settings: Settings, backend: str | None = None, sync: bool = True,
-                embedder: Embedder | None = None, say: Callable[[str], None] = print) -> Coach:
-    """A ready Coach for these settings; `sync` first brings the index up to date with the knowledge folder."""
-    index = open_index(settings, embedder or default_embedder(settings))
-    if sync:
-        report = ensure_index(settings, index, say)
-        if report is not None and report.embedded + report.removed:
-            say(f"index: {report.summary()}")
-    name = backend or settings.backend
-    return Coach(settings, build_retriever(index, settings), make_backend(name, settings),
-                 Prompts(Path(settings.prompts_dir)), backend_name=name)
+                embedder: Embedder | None = None, retriever: HybridRetriever | None = None,
+                say: Say = print) -> Coach:
+    """A ready Coach for these settings, answering with `backend` (default: settings.backend).
+
+    Give `retriever` to share one index and one lexical index between coaches of several backends.
+    """
+    if retriever is None:
+        retriever = build_retriever_for(settings, embedder, sync, say)
+    return Coach(settings, retriever, make_backend(backend or settings.backend, settings),
+                 Prompts(Path(settings.prompts_dir)))
+
+
+def sibling(coach: Coach, backend: str) -> Coach:
+    """A coach answering with another backend that shares this one's index, prompts and embedded units."""
+    return Coach(coach.settings, coach.retriever, make_backend(backend, coach.settings), coach.prompts,
+                 similarity=coach.similarity)

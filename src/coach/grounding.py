@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import re
 
-_CITATION = re.compile(r"\[\s*\d+(?:\s*[,;]\s*\d+)*\s*\]")
+from coach.text import CITATION, split_sentences
+
 _ENUMERATION = re.compile(r"(?m)^\s*\d{1,2}[.)]\s")
 _FIGURE = re.compile(r"(?<![\w.])\$?\s?(\d{1,3}(?:,\d{3})+|\d+)(?:\.(\d+))?\s?([kKmM](?![a-zA-Z])|%|percent)?")
 _RANGE_UNIT = re.compile(r"(\d+(?:\.\d+)?)\s?[-–]\s?\$?(\d+(?:\.\d+)?)\s?([kKmM])\b")
-_SENTENCE_OR_LINE = re.compile(r"(?<=[.!?])\s+(?=[A-Z(\-*])|\n")
 
 
 def figures(text: str) -> set[str]:
     """Normalised numbers in text: '$150K' and '150,000' both give '150000'; '10%' gives '10'."""
-    text = _ENUMERATION.sub(" ", _CITATION.sub(" ", text))
+    text = _ENUMERATION.sub(" ", CITATION.sub(" ", text))
     # "$150-180K": the unit of the upper end applies to the lower one too.
     text = _RANGE_UNIT.sub(r"\1\3-\2\3", text)
     found = set()
@@ -42,7 +42,7 @@ def strip_ungrounded(answer: str, source_text: str) -> tuple[str, set[str]]:
         if piece == "\n":
             kept.append(piece)
             continue
-        sentences = _SENTENCE_OR_LINE.split(piece)
+        sentences = split_sentences(piece)
         kept.append(" ".join(s for s in sentences if not (figures(s) & bad)))
     text = re.sub(r"\n{3,}", "\n\n", "".join(kept)).strip()
     return text, bad
@@ -61,10 +61,10 @@ def cite_missing(answer: str, sources: list[tuple[int, str]], min_overlap: int =
     prepared = [(n, set(tokenize(text)), figures(text)) for n, text in sources]
     out_lines = []
     for line in answer.split("\n"):
-        pieces = _SENTENCE_OR_LINE.split(line)
+        pieces = split_sentences(line) or [line]
         done = []
         for piece in pieces:
-            if not piece.strip() or _CITATION.search(piece) or piece.rstrip().endswith(":"):
+            if not piece.strip() or CITATION.search(piece) or piece.rstrip().endswith(":"):
                 done.append(piece)
                 continue
             words, figs = set(tokenize(piece)), figures(piece)

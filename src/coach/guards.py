@@ -6,6 +6,7 @@ import re
 from collections.abc import Callable, Iterable
 
 from coach import grounding
+from coach.text import CITATION, boundaries
 
 INJECTION = re.compile(
     r"(ignore|disregard|forget|override|bypass)\b.{0,30}\b(previous|prior|above|earlier|preceding|all|your|the|"
@@ -18,9 +19,7 @@ INJECTION = re.compile(
     r"|developer mode|(?-i:\bDAN\b)|act as (an? )?(unrestricted|unfiltered|jailbroken)",
     re.IGNORECASE,
 )
-CITE = re.compile(r"\[(\d+(?:\s*[,;]\s*\d+)*)\]")
 _QUOTED = re.compile(r"\"[^\"]*\"|“[^”]*”")
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n")
 
 
 def looks_like_injection(question: str) -> bool:
@@ -73,12 +72,12 @@ class Citations:
             ready, self.buffer = self.buffer[:cut], self.buffer[cut:]
         else:
             ready, self.buffer = self.buffer, ""
-        return CITE.sub(self._convert, ready)
+        return CITATION.sub(self._convert, ready)
 
     def flush(self) -> str:
         """Whatever is still held back."""
         ready, self.buffer = self.buffer, ""
-        return CITE.sub(self._convert, ready)
+        return CITATION.sub(self._convert, ready)
 
 
 class StreamGuard:
@@ -120,10 +119,10 @@ class StreamGuard:
         out = []
         # Complete sentences: show or drop.
         while True:
-            match = _SENTENCE_END.search(self.pending)
-            if not match:
+            end = next(boundaries(self.pending), None)
+            if end is None:
                 break
-            sentence, self.pending = self.pending[:match.end()], self.pending[match.end():]
+            sentence, self.pending = self.pending[:end], self.pending[end:]
             out.append(self._release(sentence))
         # The unfinished sentence: held whole once it has started a figure, else shown.
         if not re.search(r"\d", self.pending):

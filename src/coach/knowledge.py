@@ -8,8 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from coach.errors import CoachError
-
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
+from coach.text import split_sentences
 
 
 @dataclass(frozen=True)
@@ -108,7 +107,7 @@ def _words(text: str) -> int:
 def _split_long(unit: str, max_words: int) -> list[str]:
     """A unit longer than the limit, split at sentence ends (never mid-sentence)."""
     pieces, current = [], ""
-    for sentence in _SENTENCE_END.split(unit):
+    for sentence in split_sentences(unit):
         if current and _words(current) + _words(sentence) > max_words:
             pieces.append(current)
             current = sentence

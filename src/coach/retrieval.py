@@ -56,10 +56,22 @@ class Passage:
     dense: float = 0.0
     lexical: float = 0.0
 
+    @classmethod
+    def from_metadata(cls, pid: str, text: str, meta: dict[str, Any], score: float = 0.0,
+                      dense: float = 0.0) -> Passage:
+        """A passage from what the index stores beside its vector."""
+        return cls(pid, text, meta.get("section", ""), meta.get("subsection", ""), meta.get("source", ""),
+                   meta.get("role", ""), score, dense=dense)
+
     @property
     def label(self) -> str:
         """Section > Subsection."""
         return f"{self.section} > {self.subsection}" if self.subsection else self.section
+
+    @property
+    def quoted(self) -> str:
+        """The label and the text: what a statement citing this passage may draw on."""
+        return f"{self.label}\n{self.text}"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (section, subsection, source, score, text, ...)."""
@@ -68,6 +80,14 @@ class Passage:
         data["dense"] = round(self.dense, 4)
         data["lexical"] = round(self.lexical, 4)
         return data
+
+
+@dataclass(frozen=True)
+class Library:
+    """Every passage of the active index in a stable order (file, then id) and the index revision it is of."""
+
+    revision: tuple[str, str, int]
+    passages: tuple[Passage, ...]
 
 
 class HybridRetriever:
@@ -87,6 +107,23 @@ class HybridRetriever:
         self._metas: list[dict[str, Any]] = []
         self._bm25: BM25Okapi | None = None
         self._postings: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._library: Library | None = None
+
+    @property
+    def embedder(self) -> Any:
+        """The embedding model of the index (the key points reuse it)."""
+        return self.index.embedder
+
+    def count(self) -> int:
+        """Passages in the active index (0 when there is none)."""
+        return self.index.count()
+
+    def library(self) -> Library:
+        """Every passage, as of the last search (loaded now if there was none)."""
+        if self._library is None:
+            self._refresh()
+        assert self._library is not None
+        return self._library
 
     def _refresh(self) -> None:
         """(Re)load the lexical index when the active collection changed (another instance may sync)."""
@@ -99,6 +136,8 @@ class HybridRetriever:
             self._ids, self._docs, self._metas = ids, docs, metas
             self._bm25 = BM25Okapi(corpus) if corpus else None
             self._postings = _postings(corpus)
+            order = sorted(range(len(ids)), key=lambda i: (metas[i].get("source", ""), ids[i]))
+            self._library = Library(key, tuple(Passage.from_metadata(ids[i], docs[i], metas[i]) for i in order))
             self._loaded = key
 
     def lexical(self, query: str, n: int) -> list[tuple[int, float]]:
@@ -137,18 +176,13 @@ class HybridRetriever:
         info: dict[str, Passage] = {}
         for rank, hit in enumerate(dense):
             fused[hit.id] = 1.0 / (self.rrf_k + rank + 1)
-            meta = hit.metadata
-            info[hit.id] = Passage(hit.id, hit.text, meta.get("section", ""), meta.get("subsection", ""),
-                                   meta.get("source", ""), meta.get("role", ""), 0.0, dense=hit.similarity)
+            info[hit.id] = Passage.from_metadata(hit.id, hit.text, hit.metadata, dense=hit.similarity)
         if mode == "hybrid":
             for rank, (pos, score) in enumerate(self.lexical(query, self.candidates)):
                 cid = self._ids[pos]
                 fused[cid] = fused.get(cid, 0.0) + self.lexical_weight / (self.rrf_k + rank + 1)
                 if cid not in info:
-                    meta = self._metas[pos]
-                    info[cid] = Passage(cid, self._docs[pos], meta.get("section", ""),
-                                        meta.get("subsection", ""), meta.get("source", ""),
-                                        meta.get("role", ""), 0.0)
+                    info[cid] = Passage.from_metadata(cid, self._docs[pos], self._metas[pos])
                 info[cid].lexical = score
         ranked = sorted(fused, key=lambda c: -fused[c])[:k]
         out = []

@@ -1,18 +1,17 @@
-"""Chat backends behind one interface: local (llama.cpp in-process), openai-compatible, fake.
-
-The extractive "backend" needs no model; it lives in coach.extractive and is also the fallback.
-"""
+"""Chat backends behind one interface: local (llama.cpp in-process), openai-compatible, extractive, fake."""
 
 from __future__ import annotations
 
 from coach.config import Settings
-from coach.llm.base import ChatBackend, Message
+from coach.llm.base import ChatBackend, Message, Request
 
 
-def make_backend(name: str, settings: Settings) -> ChatBackend | None:
-    """The backend called `name` (None for `extractive`); heavy SDKs are imported only when chosen."""
+def make_backend(name: str, settings: Settings) -> ChatBackend:
+    """The backend called `name`; heavy SDKs are imported only when chosen."""
     if name == "extractive":
-        return None
+        from coach.llm.extractive import ExtractiveBackend
+
+        return ExtractiveBackend()
     if name == "local":
         from coach.llm.local import LocalLlamaBackend
 
@@ -28,4 +27,4 @@ def make_backend(name: str, settings: Settings) -> ChatBackend | None:
     raise ValueError(f"unknown backend {name!r}; choose local, openai, extractive or fake")
 
 
-__all__ = ["ChatBackend", "Message", "make_backend"]
+__all__ = ["ChatBackend", "Message", "Request", "make_backend"]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-from coach.llm.base import Message
+from coach.llm.base import Message, Request
+from coach.text import estimate_tokens
 
 
 class FakeChat:
@@ -14,16 +15,23 @@ class FakeChat:
     name = "fake"
     model = "fake-model"
     caches_prefix = False
+    generative = True
 
     def __init__(self, replies: list[str | Exception] | None = None, default: str = "I can help with that.") -> None:
         self.replies: list[str | Exception] = list(replies or [])
         self.default = default
-        self.calls: list[list[Message]] = []
+        self.requests: list[Request] = []
         self.prepared: list[str] = []
 
-    def stream(self, messages: list[Message], max_tokens: int, temperature: float) -> Iterator[str]:
+    @property
+    def calls(self) -> list[list[Message]]:
+        """The messages of every request, oldest first."""
+        return [r.messages for r in self.requests]
+
+    def stream(self, request: Request) -> Iterator[str]:
         """Yield the next queued reply word by word (or raise the queued exception)."""
-        self.calls.append([dict(m) for m in messages])
+        self.requests.append(Request([dict(m) for m in request.messages], request.max_tokens, request.temperature,
+                                     request.evidence, request.json_schema))
         reply = self.replies.pop(0) if self.replies else self.default
         if isinstance(reply, Exception):
             raise reply
@@ -35,4 +43,4 @@ class FakeChat:
 
     def count_tokens(self, text: str) -> int:
         """About four characters a token."""
-        return max(1, len(text) // 4)
+        return estimate_tokens(text)

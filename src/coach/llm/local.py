@@ -23,8 +23,9 @@ import numpy as np
 
 from coach.config import Settings
 from coach.errors import BackendUnavailableError, ModelMissingError
-from coach.llm.base import Message
+from coach.llm.base import Request
 from coach.models import CHAT_FILES, check
+from coach.text import estimate_tokens
 
 _STOP = ["<|im_end|>", "<|endoftext|>", "<|im_start|>"]
 _USER_HEAD = "<|im_start|>user\n"  # every conversation goes on with a user turn: cached with the system prompt
@@ -40,6 +41,7 @@ class LocalLlamaBackend:
 
     name = "local"
     caches_prefix = True
+    generative = True
 
     def __init__(self, model_path: Path, models_dir: Path, cache_dir: Path, n_ctx: int = 8192,
                  n_threads: int = 2, n_batch: int = 512) -> None:
@@ -100,7 +102,7 @@ class LocalLlamaBackend:
         question (about 10 ms each to tokenize), and history turns come back with every follow-up.
         """
         if self._llm is None:
-            return max(1, len(text) // 4)
+            return estimate_tokens(text)
         return self._count(text)
 
     @functools.lru_cache(maxsize=256)  # noqa: B019 - one backend per process; the cache is its to keep
@@ -184,8 +186,9 @@ class LocalLlamaBackend:
             pass  # a read-only data folder only costs the next start-up the prefix evaluation
 
     # -- generation -----------------------------------------------------------------------------------
-    def stream(self, messages: list[Message], max_tokens: int, temperature: float) -> Iterator[str]:
+    def stream(self, request: Request) -> Iterator[str]:
         """Yield the reply; the system message is served from the cached prefix when possible."""
+        messages, max_tokens = request.messages, request.max_tokens
         with self._lock:
             system = messages[0]["content"] if messages and messages[0]["role"] == "system" else ""
             rest = "".join(_chatml(m["role"], m["content"]) for m in messages if m["role"] != "system")
@@ -203,9 +206,14 @@ class LocalLlamaBackend:
             if len(tokens) + max_tokens > self._n_ctx:
                 raise BackendUnavailableError(
                     f"the prompt ({len(tokens)} tokens) does not fit the context window ({self._n_ctx})")
+            self.stats["prompt_tokens"] = len(tokens)
+            options: dict[str, Any] = {}
+            if request.json_schema is not None:
+                options["grammar"] = _grammar(request.json_schema)
             try:
-                for part in self._llm.create_completion(tokens, max_tokens=max_tokens, temperature=temperature,
-                                                        top_p=0.9, repeat_penalty=1.05, stop=_STOP, stream=True):
+                for part in self._llm.create_completion(tokens, max_tokens=max_tokens, temperature=request.temperature,
+                                                        top_p=0.9, repeat_penalty=1.05, stop=_STOP, stream=True,
+                                                        **options):
                     text = part["choices"][0]["text"]
                     if text:
                         yield text
@@ -213,3 +221,17 @@ class LocalLlamaBackend:
                 raise
             except Exception as exc:
                 raise BackendUnavailableError(f"the local model failed ({type(exc).__name__})") from None
+
+
+@functools.lru_cache(maxsize=8)
+def _grammar_cached(schema_json: str) -> Any:
+    from llama_cpp import LlamaGrammar
+
+    return LlamaGrammar.from_json_schema(schema_json, verbose=False)
+
+
+def _grammar(schema: dict[str, Any]) -> Any:
+    """A llama.cpp grammar that only lets the model write JSON of this schema (built once per schema)."""
+    import json
+
+    return _grammar_cached(json.dumps(schema, sort_keys=True))

@@ -8,7 +8,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from coach.config import Settings
 from coach.errors import BackendUnavailableError
-from coach.llm.base import Message
+from coach.llm.base import Request
+from coach.text import estimate_tokens
 
 
 def safe_url(url: str) -> str:
@@ -47,6 +48,7 @@ class OpenAIBackend:
 
     name = "openai"
     caches_prefix = False
+    generative = True
 
     def __init__(self, base_url: str | None, api_key: str | None, model: str, timeout: float = 60.0) -> None:
         self.base_url = (base_url or "https://api.openai.com/v1").rstrip("/")
@@ -74,11 +76,15 @@ class OpenAIBackend:
                                       timeout=self._timeout, max_retries=1, streaming=True)
         return self._client
 
-    def stream(self, messages: list[Message], max_tokens: int, temperature: float) -> Iterator[str]:
+    def stream(self, request: Request) -> Iterator[str]:
         """Yield the reply's text as the server streams it."""
         chat = self._chat()
+        options: dict[str, Any] = {"max_tokens": request.max_tokens, "temperature": request.temperature}
+        if request.json_schema is not None:
+            options["response_format"] = {"type": "json_schema", "json_schema": {
+                "name": "reply", "schema": request.json_schema, "strict": False}}
         try:
-            for chunk in chat.stream(messages, max_tokens=max_tokens, temperature=temperature):
+            for chunk in chat.stream(request.messages, **options):
                 text = chunk.content if isinstance(chunk.content, str) else ""
                 if text:
                     yield text
@@ -92,4 +98,4 @@ class OpenAIBackend:
 
     def count_tokens(self, text: str) -> int:
         """About four characters a token (tiktoken would fetch its tables from the network)."""
-        return max(1, len(text) // 4)
+        return estimate_tokens(text)

@@ -1,0 +1,121 @@
+"""The checks stage: model text made safe to show while it streams, then the finished answer checked.
+
+While streaming, citations are renumbered to the order of the sources shown and every sentence passes
+the stream guard (no invented figure, no run of the system prompt). At the end, the whole text is
+checked once more: a leak becomes the refusal, an answer of invented figures becomes the key points,
+a sentence that cites nothing gets the passage it came from.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from coach import grounding
+from coach.guards import Citations, StreamGuard, leaks
+from coach.prompting import Prompt
+from coach.retrieval import Passage
+from coach.text import CITATION, strip_citations
+
+DECLINE = re.compile(
+    r"(does not|doesn't|do not|don't|cannot|can't) (cover|contain|mention|include|say|provide|answer)"
+    r"|not (covered|mentioned|included|available|provided) in|no information (about|on)",
+    re.IGNORECASE,
+)
+
+
+def grounding_text(topics: str, sources: list[Passage]) -> str:
+    """What an answer's figures may come from: its sources and the topic list the prompt offers.
+
+    The model is told to repeat the topics, so their "2024" is no invention. The stream guard and the
+    final check both use this, so they agree on what is grounded.
+    """
+    return topics + "\n" + "\n".join(p.quoted for p in sources)
+
+
+class StreamChecks:
+    """Model pieces in, text safe to show out; the sources grow when the model cites a passage not shown yet."""
+
+    def __init__(self, prompt: Prompt, sources: list[Passage], topics: str, secret: set[str]) -> None:
+        self.sources = list(sources)
+        self.topics = topics
+        self.secret = secret
+        self._citable = prompt.citable
+        self._guard = StreamGuard(grounding_text(topics, self.sources), secret)
+        self._citations = Citations(prompt.mapping, self._cite_extra)
+        self._said: list[str] = []
+        self.shown = ""  # what was let through so far
+
+    def _cite_extra(self, number: int) -> int | None:
+        passage = self._citable.get(number)
+        if passage is None:
+            return None  # a citation of a passage that does not exist is dropped
+        self.sources.append(passage)
+        self._guard.add_source(passage.quoted)
+        return len(self.sources)
+
+    @property
+    def leaked(self) -> bool:
+        """Whether the model began to repeat the system prompt (the stream must stop)."""
+        return self._guard.leaked
+
+    @property
+    def text(self) -> str:
+        """Everything the model said, renumbered (shown or held back)."""
+        return "".join(self._said).strip()
+
+    def feed(self, piece: str) -> str:
+        """The text that may be shown now ('' while a citation or a figure sentence is incomplete)."""
+        mapped = self._citations.feed(piece)
+        self._said.append(mapped)
+        return self._release(self._guard.feed(mapped))
+
+    def _release(self, text: str) -> str:
+        self.shown += text
+        return text
+
+    def flush(self) -> str:
+        """The rest, once the model has finished."""
+        if self.leaked:
+            return ""
+        tail = self._citations.flush()
+        self._said.append(tail)
+        return self._release(self._guard.feed(tail) + self._guard.flush())
+
+
+@dataclass
+class Checked:
+    """A finished answer after the final checks, and what they found."""
+
+    text: str
+    injection: bool = False
+    fallback: str | None = None
+    removed_figures: list[str] = field(default_factory=list)
+    out_of_scope: bool = False
+
+
+def final_check(stream: StreamChecks, key_facts: str, refusal: str, not_covered: str) -> Checked:
+    """Grounding and safety checks on a finished model answer.
+
+    `refusal` replaces an answer that leaks the prompt; `key_facts` (or `not_covered` when there are
+    none) replaces an empty answer or one made only of invented figures.
+    """
+    text = stream.text
+    if stream.leaked or leaks(text, stream.secret):
+        return Checked(refusal, injection=True)
+    if not text and not key_facts:
+        return Checked(not_covered, out_of_scope=True)  # nothing to say, nothing to quote
+    if not text:
+        return Checked(key_facts, fallback="the model returned an empty answer")
+    cleaned, removed = grounding.strip_ungrounded(text, grounding_text(stream.topics, stream.sources))
+    checked = Checked(text, removed_figures=sorted(removed))
+    if removed:
+        if len(strip_citations(cleaned).strip()) < 25:
+            return Checked(key_facts or not_covered, fallback="the model stated figures that are not in the sources",
+                           removed_figures=sorted(removed), out_of_scope=not key_facts)
+        checked.text = cleaned
+    if DECLINE.search(checked.text):
+        checked.out_of_scope = True
+    elif not CITATION.search(checked.text):
+        checked.text = grounding.cite_missing(checked.text, [(n, p.quoted) for n, p in enumerate(stream.sources, 1)])
+    return checked

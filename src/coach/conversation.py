@@ -1,0 +1,148 @@
+"""The conversation stage: a clean question, the earlier turns that fit, replayed as the model saw them,
+and the question made standalone for retrieval."""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from coach.errors import BackendUnavailableError, CoachError
+from coach.llm.base import ChatBackend, Message, Request
+from coach.prompts import Prompts
+from coach.text import strip_citations, without_invisible
+
+_FOLLOW_UP = re.compile(
+    r"^(and|but|or|so|also|what about|how about|then)\b"
+    r"|\b(it|its|that|this one|those|these|they|them|their|he|she|him|her|the (first|second|third|last|"
+    r"other|previous|same) (one|ones|item|point)?|one|ones|above|previous(ly)?|earlier|more|else|instead)\b",
+    re.IGNORECASE,
+)
+
+
+class InputError(CoachError):
+    """The question cannot be asked as it is (empty, too long)."""
+
+
+def clean_question(text: str | None, limit: int) -> str:
+    """The question normalised (NFC, no control or zero-width characters); raises InputError if unusable."""
+    text = text or ""
+    if len(text) > limit:
+        raise InputError(f"Your message is {len(text):,} characters long; the limit is {limit:,}. "
+                         "Please shorten it and ask again.")
+    text = without_invisible(text).strip()
+    if not text:
+        raise InputError("The question is empty: type a question about the role, e.g. “What does it pay?”")
+    return text
+
+
+def is_follow_up(question: str) -> bool:
+    """Whether the question leans on the conversation ("and what does it pay?")."""
+    return bool(_FOLLOW_UP.search(question))
+
+
+def _key(text: str) -> str:
+    return " ".join(text.split())
+
+
+class ReplayMemory:
+    """Shown answer -> (question, user message the model was sent, the model's own reply).
+
+    A follow-up then sends the model the earlier turn exactly as it was, so llama.cpp still finds it
+    in its KV cache and evaluates only the new question.
+    """
+
+    def __init__(self, size: int = 512) -> None:
+        self._turns: OrderedDict[str, tuple[str, str, str]] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def remember(self, shown: str, question: str, sent: str, raw: str) -> None:
+        """Keep one answered turn (the oldest are forgotten beyond the size)."""
+        with self._lock:
+            self._turns[_key(shown)] = (question, sent, raw)
+            while len(self._turns) > self._size:
+                self._turns.popitem(last=False)
+
+    def recall(self, shown: str) -> tuple[str, str, str] | None:
+        """The turn behind an answer this coach showed, if it is remembered."""
+        with self._lock:
+            return self._turns.get(_key(shown))
+
+
+@dataclass
+class History:
+    """The earlier turns of a conversation, two ways."""
+
+    plain: list[Message] = field(default_factory=list)  # as shown, citations dropped: for the rewrite
+    replayed: list[Message] = field(default_factory=list)  # as the model saw them, where remembered
+
+
+def history(messages: list[dict[str, Any]] | None, replay: ReplayMemory | None = None) -> History:
+    """User and assistant turns of a chat history; sources blocks and notices (messages with a title) are dropped.
+
+    In `replayed`, an answer the replay memory knows is the model's own words and its question the
+    message the model was sent. Elsewhere answers lose their citation numbers: those referred to that
+    answer's sources, not to the next prompt's.
+    """
+    out = History()
+    for m in messages or []:
+        role, content = m.get("role"), m.get("content")
+        if role not in ("user", "assistant") or not isinstance(content, str) or not content.strip():
+            continue
+        if (m.get("metadata") or {}).get("title"):
+            continue
+        if role == "user":
+            out.plain.append({"role": "user", "content": content})
+            out.replayed.append({"role": "user", "content": content})
+            continue
+        plain = {"role": "assistant", "content": strip_citations(content)}
+        out.plain.append(plain)
+        said = replay.recall(content) if replay is not None else None
+        last = out.replayed[-1] if out.replayed else None
+        if said and last is not None and last["role"] == "user" and last["content"].strip() == said[0]:
+            out.replayed[-1] = {"role": "user", "content": said[1]}
+            out.replayed.append({"role": "assistant", "content": said[2]})
+        else:
+            out.replayed.append(plain)
+    return out
+
+
+def trim(messages: list[Message], budget: int, count: Callable[[str], int]) -> list[Message]:
+    """The most recent turns that fit the token budget, starting with a user turn."""
+    kept: list[Message] = []
+    for m in reversed(messages):
+        cost = count(m["content"]) + 4
+        if cost > budget:
+            break
+        kept.insert(0, m)
+        budget -= cost
+    while kept and kept[0]["role"] != "user":
+        kept.pop(0)
+    return kept
+
+
+def standalone(question: str, history: list[Message], backend: ChatBackend, prompts: Prompts) -> str:
+    """The question rewritten so that it can be searched without the conversation.
+
+    A remote model rewrites a follow-up cheaply; for a local model with a cached prefix an extra call
+    would cost a whole uncached prompt, so the previous question is prepended instead (enough for
+    retrieval, and the model itself still sees the conversation).
+    """
+    previous = [m["content"] for m in history if m["role"] == "user"]
+    if not previous or not is_follow_up(question):
+        return question
+    if backend.generative and not backend.caches_prefix:
+        lines = "\n".join(f"{m['role']}: {m['content'][:400]}" for m in history[-4:])
+        prompt = prompts.render("rewrite", history=lines, question=question)
+        try:
+            text = "".join(backend.stream(Request([{"role": "user", "content": prompt}], 60))).strip()
+            text = text.splitlines()[0].strip().strip('"') if text else ""
+            if 3 <= len(text) <= 400:
+                return text
+        except BackendUnavailableError:
+            pass
+    return f"{previous[-1]} {question}"

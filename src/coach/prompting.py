@@ -1,0 +1,155 @@
+"""The prompting stage: which context the model gets (the whole knowledge base or the retrieved passages),
+the messages, and how the numbers the model cites map to the sources a person sees."""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Literal
+
+from coach.config import Settings
+from coach.conversation import History, trim
+from coach.extractive import Evidence, lead
+from coach.llm.base import ChatBackend, Message
+from coach.prompts import Prompts
+from coach.retrieval import Library, Passage
+
+Mode = Literal["knowledge", "passages"]
+
+
+@dataclass(frozen=True)
+class KnowledgeText:
+    """The knowledge base as the model reads it in knowledge mode: every passage numbered in a stable order."""
+
+    revision: tuple[str, str, int]
+    passages: tuple[Passage, ...]
+    numbers: dict[str, int]  # passage id -> its number in the text
+    text: str
+    role: str
+    topics: str
+
+    @classmethod
+    def of(cls, library: Library) -> KnowledgeText:
+        """The numbered text of a library."""
+        passages = library.passages
+        roles = Counter(p.role for p in passages if p.role)
+        sections = list(dict.fromkeys(p.section for p in passages if p.section))
+        return cls(library.revision, passages, {p.id: n for n, p in enumerate(passages, 1)},
+                   "\n\n".join(f"[{n}] {p.quoted}" for n, p in enumerate(passages, 1)),
+                   " / ".join(r for r, _ in roles.most_common(3)) or "this role", ", ".join(sections))
+
+    def sharing_label(self, passage: Passage) -> int:
+        """How many passages carry this passage's Section > Subsection."""
+        return sum(p.label == passage.label for p in self.passages)
+
+
+@dataclass
+class Prompt:
+    """The messages for one answer and what the model's citation numbers refer to."""
+
+    mode: Mode
+    messages: list[Message]
+    user: str  # the last user message, as sent (remembered for replay)
+    mapping: dict[int, int]  # number the model cites -> number of the source shown
+    citable: dict[int, Passage] = field(default_factory=dict)  # every passage the model may cite, by its number
+
+
+class Prompter:
+    """Builds prompts from the files in prompts/ for one set of settings."""
+
+    def __init__(self, settings: Settings, prompts: Prompts) -> None:
+        self.settings = settings
+        self.prompts = prompts
+        self._knowledge: KnowledgeText | None = None
+        self._systems: dict[tuple[Mode, tuple[str, str, int]], str] = {}
+        self._lock = threading.Lock()
+
+    def knowledge(self, library: Library) -> KnowledgeText:
+        """The numbered knowledge text of this library (made once per index revision)."""
+        with self._lock:
+            if self._knowledge is None or self._knowledge.revision != library.revision:
+                self._knowledge = KnowledgeText.of(library)
+                self._systems.clear()
+            return self._knowledge
+
+    def mode(self, backend: ChatBackend, library: Library) -> Mode:
+        """`knowledge` (whole knowledge base as a cached prefix) or `passages` (retrieved passages only)."""
+        wanted = self.settings.context_mode
+        if wanted != "auto":
+            return wanted
+        if not backend.caches_prefix:
+            return "passages"
+        text = self.knowledge(library).text
+        return "knowledge" if backend.count_tokens(text) <= self.settings.knowledge_prefix_max_tokens else "passages"
+
+    def system(self, mode: Mode, library: Library) -> str:
+        """The system prompt of a context mode (rendered once per index revision)."""
+        kt = self.knowledge(library)
+        key = (mode, kt.revision)
+        if key not in self._systems:
+            if mode == "knowledge":
+                text = self.prompts.render("system_knowledge", role=kt.role, topics=kt.topics, knowledge=kt.text,
+                                           examples=self._examples(kt))
+            else:
+                text = self.prompts.render("system_passages", role=kt.role, topics=kt.topics)
+            self._systems[key] = text
+        return self._systems[key]
+
+    def build(self, question: str, evidence: Evidence, history: History, backend: ChatBackend,
+              library: Library) -> Prompt:
+        """The prompt for a question, its evidence and the conversation so far."""
+        mode = self.mode(backend, library)
+        shown = {p.id: n for n, p in enumerate(evidence.passages, 1)}
+        if mode == "knowledge":
+            kt = self.knowledge(library)
+            citable = {kt.numbers[p.id]: p for p in kt.passages}
+            mapping = {kt.numbers[pid]: n for pid, n in shown.items() if pid in kt.numbers}
+            # The passage holding the unit most like the question, by number and short title: with numbers
+            # alone the small model often missed it, and every token here costs time to the first token.
+            best = evidence.best
+            top = evidence.passages[best.source - 1] if best else evidence.passages[0]
+            user = self._user_knowledge(kt, question, kt.numbers.get(top.id), top, lead(best.text) if best else "")
+            earlier = history.replayed
+        else:
+            citable = {n: p for n, p in enumerate(evidence.passages, 1)}
+            mapping = {n: n for n in citable}
+            passages = "\n\n".join(f"[{n}] {p.quoted}" for n, p in citable.items())
+            user = self.prompts.render("user_passages", passages=passages, question=question)
+            earlier = history.plain
+        earlier = trim(earlier, self.settings.history_tokens, backend.count_tokens)
+        messages = [{"role": "system", "content": self.system(mode, library)}, *earlier,
+                    {"role": "user", "content": user}]
+        return Prompt(mode, messages, user, mapping, citable)
+
+    def _user_knowledge(self, kt: KnowledgeText, question: str, number: int | None, passage: Passage,
+                        unit_lead: str = "") -> str:
+        """The user message of knowledge mode: the question and the number and title of its best passage.
+
+        A title that several passages share (a long section split in parts) gets the best unit's first words.
+        """
+        title = passage.subsection or passage.section
+        if unit_lead and kt.sharing_label(passage) > 1:
+            title = f"{title}: {unit_lead}"
+        refs = f"[{number}] {title}" if number else title
+        named = {"refs": refs} if "refs" in self.prompts.variables("user_knowledge") else {}
+        return self.prompts.render("user_knowledge", question=question, **named)
+
+    def _examples(self, kt: KnowledgeText) -> str:
+        """Worked examples (prompts/examples_knowledge.txt) with their [@Section > Subsection] citations
+        numbered as in the knowledge text; an example citing a passage that no longer exists is left out."""
+        by_label: dict[str, Passage] = {}
+        for p in kt.passages:
+            by_label.setdefault(p.label, p)
+        blocks = []
+        for block in re.split(r"\n\s*\n", self.prompts.render("examples_knowledge").strip()):
+            match = re.fullmatch(r"Question:\s*(.+?)\s*\nAnswer:\s*(.+)", block.strip(), re.DOTALL)
+            labels = re.findall(r"\[@([^\]]+)\]", block)
+            if not match or not labels or any(label not in by_label for label in labels):
+                continue
+            first = by_label[labels[0]]
+            user = self._user_knowledge(kt, match.group(1), kt.numbers[first.id], first)
+            reply = re.sub(r"\[@([^\]]+)\]", lambda m: f"[{kt.numbers[by_label[m.group(1)].id]}]", match.group(2))
+            blocks.append(f"User: {user.strip()}\nCoach: {reply.strip()}")
+        return "\n\n".join(blocks)

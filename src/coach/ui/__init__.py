@@ -1,0 +1,11 @@
+"""The chat page (Gradio). Importing this package switches off Gradio's analytics and hub look-ups first."""
+
+import os
+
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+from coach.ui.app import API_NAME, APOLOGY, EXAMPLES, build_ui, is_loopback, launch, serve  # noqa: E402
+
+__all__ = ["API_NAME", "APOLOGY", "EXAMPLES", "build_ui", "is_loopback", "launch", "serve"]
