@@ -49,14 +49,17 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from coach.coach import _DECLINE, Answer, Coach, clean_question
+from coach.answer import Answer
+from coach.checks import DECLINE
+from coach.coach import Coach
 from coach.config import Settings
+from coach.conversation import clean_question
 from coach.embeddings import MiniLMEmbeddings
 from coach.errors import CoachError
 from coach.evaluation import ItemResult, evaluate, fact_hits, load_items, percentile, score, summarise
-from coach.factory import ensure_index
+from coach.factory import sync_index
 from coach.guards import secret_ngrams
-from coach.llm.base import Message
+from coach.llm.base import Message, Request
 from coach.llm.local import LocalLlamaBackend
 from coach.prompts import Prompts
 from coach.retrieval import Passage, build_retriever
@@ -172,7 +175,7 @@ class Baseline:
         messages: list[Message] = [*history, {"role": "user", "content": prompt}]
         parts: list[str] = []
         first: float | None = None
-        for piece in self.backend.stream(messages, self.max_tokens, self.temperature):
+        for piece in self.backend.stream(Request(messages, self.max_tokens, self.temperature)):
             if first is None:
                 first = time.perf_counter()
                 answer.ttft_ms = answer.model_ttft_ms = (first - start) * 1000
@@ -185,9 +188,9 @@ class Baseline:
         answer.latency_ms = (done - start) * 1000
         if answer.ttft_ms is None:
             answer.ttft_ms = answer.latency_ms
-        # The coach marks its answer out of scope when its text declines (coach.coach._DECLINE); apply the
+        # The coach marks its answer out of scope when its text declines (coach.checks.DECLINE); apply the
         # same reading to the baseline's text so that the same words get the same verdict.
-        answer.out_of_scope = bool(_DECLINE.search(answer.text))
+        answer.out_of_scope = bool(DECLINE.search(answer.text))
         return answer
 
     def evaluate(self, items: list[dict[str, Any]]) -> Iterator[ItemResult]:
@@ -324,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     base = coach_settings()
     embedder = MiniLMEmbeddings(Path(base.models_dir))
     index: Index = open_index(base, embedder)
-    ensure_index(base, index, say)
+    sync_index(base, index, say=say)
     prompts = Prompts(Path(base.prompts_dir))
 
     # One model instance for everyone (~2 GB): its prefix cache folder is the app's data/kv-cache.
@@ -367,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
                 results = run_items(name, baseline.evaluate(items), len(items), saved)
             elif name == "before":
                 settings = coach_settings(context_mode="passages", max_answer_tokens=400, answer_soft_tokens=400)
-                coach = Coach(settings, build_retriever(index, settings), backend, prompts, backend_name="local")
+                coach = Coach(settings, build_retriever(index, settings), backend, prompts)
                 info.update(context_mode=coach.context_mode(), max_answer_tokens=settings.max_answer_tokens,
                             warmed=False)
                 for key in ("prefix_restore_s", "prefix_eval_s"):
@@ -377,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
                 info["prefix_eval_s"] = round(backend.stats.get("prefix_eval_s", 0.0), 2)
             else:
                 settings = coach_settings()
-                coach = Coach(settings, build_retriever(index, settings), backend, prompts, backend_name="local")
+                coach = Coach(settings, build_retriever(index, settings), backend, prompts)
                 for key in ("prefix_restore_s", "prefix_eval_s"):
                     backend.stats.pop(key, None)
                 w0 = time.perf_counter()

@@ -40,8 +40,8 @@ from coach.retrieval import HybridRetriever  # noqa: E402
 VENV_BIN = Path(sys.executable).parent
 # Fixtures that load a real model, by the marker a test using them must carry.
 NEEDS_MARKER = {
-    "integration": {"real_embedder", "real_retriever", "make_real_coach", "chroma_server", "coach_cli", "ui_index",
-                    "server_factory", "local_coach"},
+    "integration": {"real_embedder", "real_retriever", "make_real_coach", "coach_cli", "ui_index", "server_factory",
+                    "local_coach"},
     "model": {"local_coach"},
 }
 
@@ -180,7 +180,8 @@ def _coach_factory(retriever: HybridRetriever, prompts: Prompts, data: Path) -> 
     def make(backend: Any = None, **overrides: Any) -> Coach:
         from coach.llm.extractive import ExtractiveBackend
 
-        return Coach(base.model_copy(update=overrides), retriever, backend or ExtractiveBackend(), prompts)
+        settings = Settings(_env_file=None, **{**base.model_dump(), **overrides})  # validated, unlike model_copy
+        return Coach(settings, retriever, backend or ExtractiveBackend(), prompts)
 
     return make
 

@@ -1,10 +1,11 @@
-"""Figures in a generated answer must be in its sources: normalisation, and what strip_ungrounded keeps."""
+"""Figures in a generated answer must be in its sources: normalisation, what strip_ungrounded keeps, and the
+citation cite_missing gives a sentence that cites nothing."""
 
 from __future__ import annotations
 
 import pytest
 
-from coach.grounding import figures, strip_ungrounded, ungrounded
+from coach.grounding import cite_missing, figures, strip_ungrounded, ungrounded
 
 SOURCE = """Salary Ranges (US Market, 2024) > Base Salary
 - Entry Level: $150,000 - $180,000
@@ -104,3 +105,60 @@ def test_an_answer_without_figures_is_left_alone() -> None:
 
 def test_a_shorthand_range_with_one_unit_is_grounded() -> None:
     assert ungrounded("Entry level pays $150-180K [1].", SOURCE) == set()
+
+
+def test_strip_ungrounded_keeps_the_line_breaks_of_the_kept_lines() -> None:
+    answer = "Pay:\n- Entry Level: $150,000 [1]\n- Principal: $777,000 [1]\n\n\n\nAnnual bonus: 10% [2]."
+    cleaned, _ = strip_ungrounded(answer, SOURCE)
+    assert cleaned == "Pay:\n- Entry Level: $150,000 [1]\n\nAnnual bonus: 10% [2]."
+
+
+# -- cite_missing -------------------------------------------------------------------------------
+SOURCES = [
+    (1, "Salary Ranges (US Market, 2024) > Base Salary\n- Entry Level: $150,000 - $180,000\n"
+        "- Senior Level: $220,000 - $280,000"),
+    (2, "Salary Ranges (US Market, 2024) > Total Compensation\n- Annual Bonus: 10% - 30% of base salary"),
+    (3, "Requirements > Technical Expertise\nExperience with TensorFlow and PyTorch."),
+]
+
+
+def test_an_uncited_sentence_gets_the_passage_sharing_the_most_with_it() -> None:
+    answer = "The annual bonus is 10% - 30% of base salary. Know TensorFlow and PyTorch!"
+    assert cite_missing(answer, SOURCES) == ("The annual bonus is 10% - 30% of base salary [2]. "
+                                             "Know TensorFlow and PyTorch [3]!")
+
+
+def test_an_uncited_bullet_gets_its_citation_at_the_end() -> None:
+    answer = "These include:\n- Entry Level: $150,000 - $180,000\n- Senior level pays $220,000"
+    assert cite_missing(answer, SOURCES) == ("These include:\n- Entry Level: $150,000 - $180,000 [1]\n"
+                                             "- Senior level pays $220,000 [1]")
+
+
+def test_a_shared_figure_counts_more_than_a_shared_word() -> None:
+    """'salary' is in passages 1 and 2; the figure 30 only in 2."""
+    assert cite_missing("Up to 30% more salary.", SOURCES) == "Up to 30% more salary [2]."
+
+
+@pytest.mark.parametrize("answer", [
+    "Entry level pays $150,000 [1]. Senior level pays $220,000 [1].",
+    "The bonus matters.",
+    "Key facts:",
+    "",
+])
+def test_cited_lead_in_and_unrelated_sentences_are_left_alone(answer: str) -> None:
+    assert cite_missing(answer, SOURCES) == answer
+
+
+def test_without_sources_nothing_is_cited() -> None:
+    assert cite_missing("Entry level pays $150,000 - $180,000.", []) == "Entry level pays $150,000 - $180,000."
+
+
+def test_only_the_uncited_sentence_is_cited() -> None:
+    answer = "Entry level pays $150,000 - $180,000 [1]. The annual bonus is 10% - 30% of base salary."
+    assert cite_missing(answer, SOURCES) == ("Entry level pays $150,000 - $180,000 [1]. "
+                                             "The annual bonus is 10% - 30% of base salary [2].")
+
+
+def test_a_401k_plan_is_a_name_not_a_figure() -> None:
+    assert figures("401(k) matching and a 401 (k) plan") == set()
+    assert ungrounded("Benefits include 401(k) matching [1].", "Health insurance") == set()

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import free_port
 
 from coach import knowledge, store
 from coach.config import Settings
@@ -51,7 +52,7 @@ def _chunks(settings: Settings) -> list[Chunk]:
     return knowledge.load(Path(settings.knowledge_dir), settings.chunk_max_words).chunks
 
 
-@pytest.fixture(params=["embedded", "server"])
+@pytest.fixture(params=["embedded", pytest.param("server", marks=pytest.mark.integration)])
 def settings(request: pytest.FixtureRequest, tmp_settings: Settings) -> Settings:
     """The tmp settings, with the index embedded on disk or on the shared `chroma run` server."""
     prefix = f"t{uuid.uuid4().hex[:10]}"
@@ -249,15 +250,9 @@ def test_empty_folder_becomes_an_index(tmp_settings: Settings, fake_embedder: Fa
     assert open_index(settings, fake_embedder).count() > 0
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.mark.parametrize("url", ["http://127.0.0.1:{port}", "127.0.0.1:{port}"])
 def test_unreachable_server_is_a_clear_error(tmp_settings: Settings, url: str) -> None:
-    port = _free_port()
+    port = free_port()
     with pytest.raises(IndexError_) as err:
         connect(tmp_settings.model_copy(update={"chroma_url": url.format(port=port)}))
     message = str(err.value)
@@ -274,7 +269,7 @@ def test_network_guard_blocks_off_machine_connections(network_guard: Any) -> Non
     assert network_guard.attempts == ["('192.0.2.1', 80)"]
     network_guard.attempts.clear()  # this attempt was the point of the test
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        assert sock.connect_ex(("127.0.0.1", _free_port())) != 0  # loopback is allowed (and refused)
+        assert sock.connect_ex(("127.0.0.1", free_port())) != 0  # loopback is allowed (and refused)
     assert network_guard.attempts == []
 
 

@@ -8,38 +8,30 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-from collections.abc import Iterator
-from pathlib import Path
+import socket
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from fake_openai_server import FakeOpenAIServer
+from helpers import SALARY, free_port
 
-from coach import knowledge
-from coach.coach import Answer, Coach
+from coach.answer import Answer
+from coach.coach import Coach
 from coach.config import Settings
-from coach.embeddings import MiniLMEmbeddings
 from coach.errors import BackendUnavailableError
 from coach.llm import make_backend
+from coach.llm.base import Request
 from coach.llm.openai_compat import OpenAIBackend
-from coach.prompts import Prompts
-from coach.retrieval import HybridRetriever, build_retriever
-from coach.store import open_index
 
 GOOD_KEY = "sk-test-GOOD-3f9a1c7e5b"
 WRONG_KEY = "sk-test-WRONG-77d1e0b4aa"
 ENTRY_Q = "What is the entry-level base salary range?"
-SALARY = "Salary Ranges (US Market, 2024)"
 HELLO = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hello."}]
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def hello(max_tokens: int = 50, temperature: float = 0.1) -> Request:
+    return Request([dict(m) for m in HELLO], max_tokens, temperature)
 
 
 @pytest.fixture
@@ -57,29 +49,10 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     return monkeypatch
 
 
-def _settings(repo: Path, data: Path, **extra: Any) -> Settings:
-    return Settings(_env_file=None, knowledge_dir=repo / "knowledge", prompts_dir=repo / "prompts",
-                    data_dir=data, models_dir=repo / "models", **extra)
-
-
-@pytest.fixture(scope="module")
-def retriever(tmp_path_factory: pytest.TempPathFactory, repo_root: Path,
-              real_embedder: MiniLMEmbeddings) -> HybridRetriever:
-    """Real retrieval over knowledge/ (the index folder is shared by the answer tests of the session)."""
-    data = tmp_path_factory.getbasetemp() / "answer-index"
-    data.mkdir(exist_ok=True)
-    with pytest.MonkeyPatch.context() as mp:
-        for name in [n for n in os.environ if n.startswith("COACH_")]:
-            mp.delenv(name)
-        settings = _settings(repo_root, data)
-    index = open_index(settings, real_embedder)
-    index.sync(knowledge.load(settings.knowledge_dir, settings.chunk_max_words).chunks, progress=False)
-    return build_retriever(index, settings)
-
-
-def _coach(settings: Settings, retriever: HybridRetriever) -> Coach:
-    """Wired as factory.build_coach does for `--backend openai`."""
-    return Coach(settings, retriever, make_backend("openai", settings), Prompts(Path(settings.prompts_dir)), "openai")
+def openai_coach(make_real_coach: Callable[..., Coach], **settings: Any) -> Coach:
+    """A coach over the real index answering through the openai backend, as `--backend openai` wires it."""
+    base = make_real_coach(**settings).settings
+    return make_real_coach(make_backend("openai", base), **settings)
 
 
 def _answer(coach: Coach, question: str) -> Answer:
@@ -92,7 +65,7 @@ def _answer(coach: Coach, question: str) -> Answer:
 def test_the_reply_streams_in_pieces(server: FakeOpenAIServer) -> None:
     server.replies.append("Hello there, I am the coach.")
     backend = OpenAIBackend(server.url, GOOD_KEY, "fake-gpt", timeout=10)
-    pieces = list(backend.stream(HELLO, 50, 0.1))
+    pieces = list(backend.stream(hello(50, 0.1)))
     assert "".join(pieces) == "Hello there, I am the coach."
     assert len(pieces) > 1, "streamed, not one block"
     [request] = server.chat_requests
@@ -105,7 +78,7 @@ def test_the_reply_streams_in_pieces(server: FakeOpenAIServer) -> None:
 def test_a_wrong_api_key_says_the_key_was_rejected_without_repeating_it(server: FakeOpenAIServer) -> None:
     backend = OpenAIBackend(server.url, WRONG_KEY, "fake-gpt", timeout=10)
     with pytest.raises(BackendUnavailableError) as info:
-        list(backend.stream(HELLO, 50, 0.1))
+        list(backend.stream(hello(50, 0.1)))
     message = str(info.value)
     assert "key" in message and "rejected" in message
     assert WRONG_KEY not in message and "WRONG" not in message
@@ -113,43 +86,41 @@ def test_a_wrong_api_key_says_the_key_was_rejected_without_repeating_it(server: 
 
 
 def test_an_unreachable_endpoint_fails_quickly_with_a_clear_reason() -> None:
-    url = f"http://127.0.0.1:{_free_port()}/v1"
+    url = f"http://127.0.0.1:{free_port()}/v1"
     backend = OpenAIBackend(url, GOOD_KEY, "fake-gpt", timeout=5)
     with pytest.raises(BackendUnavailableError, match="cannot reach") as info:
-        list(backend.stream(HELLO, 50, 0.1))
+        list(backend.stream(hello(50, 0.1)))
     assert url in str(info.value) and GOOD_KEY not in str(info.value)
 
 
 def test_a_server_that_never_answers_times_out_with_a_clear_reason() -> None:
-    import socket
-
     with socket.socket() as hung:  # accepts connections (the kernel does) but never replies
         hung.bind(("127.0.0.1", 0))
         hung.listen(8)
         url = f"http://127.0.0.1:{hung.getsockname()[1]}/v1"
         backend = OpenAIBackend(url, GOOD_KEY, "fake-gpt", timeout=0.5)
         with pytest.raises(BackendUnavailableError, match="did not answer in time"):
-            list(backend.stream(HELLO, 50, 0.1))
+            list(backend.stream(hello(50, 0.1)))
 
 
 @pytest.mark.parametrize("template", ["http://coach:{key}@127.0.0.1:{port}/v1",
                                       "http://127.0.0.1:{port}/v1?api-key={key}"], ids=["userinfo", "query"])
 def test_credentials_in_the_base_url_are_not_repeated_in_the_error(template: str) -> None:
-    url = template.format(key=WRONG_KEY, port=_free_port())
+    url = template.format(key=WRONG_KEY, port=free_port())
     with pytest.raises(BackendUnavailableError) as info:
-        list(OpenAIBackend(url, GOOD_KEY, "fake-gpt", timeout=5).stream(HELLO, 50, 0.1))
+        list(OpenAIBackend(url, GOOD_KEY, "fake-gpt", timeout=5).stream(hello(50, 0.1)))
     assert WRONG_KEY not in str(info.value)
 
 
 def test_no_key_for_the_real_openai_api_is_a_hint_not_a_request() -> None:
     backend = OpenAIBackend(None, None, "gpt-4o-mini")
     with pytest.raises(BackendUnavailableError, match="OPENAI_API_KEY"):
-        list(backend.stream(HELLO, 50, 0.1))  # the network guard fails the test if it tried to connect
+        list(backend.stream(hello(50, 0.1)))  # the network guard fails the test if it tried to connect
 
 
 def test_a_local_server_needs_no_key(server: FakeOpenAIServer) -> None:
     server.api_key = "not-needed"
-    assert "".join(OpenAIBackend(server.url, None, "fake-gpt").stream(HELLO, 20, 0.0)) == server.default_reply
+    assert "".join(OpenAIBackend(server.url, None, "fake-gpt").stream(hello(20, 0.0))) == server.default_reply
 
 
 def test_the_fake_server_also_answers_without_streaming(server: FakeOpenAIServer) -> None:
@@ -164,13 +135,14 @@ def test_the_fake_server_also_answers_without_streaming(server: FakeOpenAIServer
 
 
 # -- the whole coach through the server -------------------------------------------------------
-def test_the_coach_answers_with_sources_through_the_server(server: FakeOpenAIServer, retriever: HybridRetriever,
-                                                           repo_root: Path, tmp_path: Path,
+@pytest.mark.integration
+def test_the_coach_answers_with_sources_through_the_server(server: FakeOpenAIServer,
+                                                           make_real_coach: Callable[..., Coach],
                                                            clean_env: pytest.MonkeyPatch) -> None:
     server.replies.append("Entry-level managers earn $150,000 - $180,000 [1].")
-    settings = _settings(repo_root, tmp_path, openai_base_url=server.url, openai_api_key=GOOD_KEY,
+    coach = openai_coach(make_real_coach, openai_base_url=server.url, openai_api_key=GOOD_KEY,
                          openai_model="fake-gpt")
-    answer = _answer(_coach(settings, retriever), ENTRY_Q)
+    answer = _answer(coach, ENTRY_Q)
     assert answer.text == "Entry-level managers earn $150,000 - $180,000 [1]."
     assert answer.backend == "openai" and answer.model == "fake-gpt" and answer.fallback is None
     assert (answer.sources[0].section, answer.sources[0].subsection) == (SALARY, "Base Salary")
@@ -182,29 +154,32 @@ def test_the_coach_answers_with_sources_through_the_server(server: FakeOpenAISer
     assert "Entry Level: $150,000 - $180,000" in request.messages[-1]["content"]
 
 
-def test_the_coach_rewrites_a_follow_up_through_the_server(server: FakeOpenAIServer, retriever: HybridRetriever,
-                                                           repo_root: Path, tmp_path: Path,
+@pytest.mark.integration
+def test_the_coach_rewrites_a_follow_up_through_the_server(server: FakeOpenAIServer,
+                                                           make_real_coach: Callable[..., Coach],
                                                            clean_env: pytest.MonkeyPatch) -> None:
     server.replies += ["What is the annual bonus of a senior-level manager?", "It is 10% - 30% of base [1]."]
-    settings = _settings(repo_root, tmp_path, openai_base_url=server.url, openai_api_key=GOOD_KEY)
+    coach = openai_coach(make_real_coach, openai_base_url=server.url, openai_api_key=GOOD_KEY)
     history = [{"role": "user", "content": "What is the base salary at senior level?"},
                {"role": "assistant", "content": "Senior Level: $220,000 - $280,000 [1]"}]
-    events = list(_coach(settings, retriever).stream("And how large is the annual bonus on top of that?", history))
+    events = list(coach.stream("And how large is the annual bonus on top of that?", history))
     answer = events[-1].answer
     assert answer is not None and answer.text == "It is 10% - 30% of base [1]."
     assert len(server.chat_requests) == 2
+    assert answer.standalone == "What is the annual bonus of a senior-level manager?"
     assert answer.sources[0].section == SALARY
 
 
-def test_a_wrong_key_falls_back_and_the_key_is_never_shown(server: FakeOpenAIServer, retriever: HybridRetriever,
-                                                           repo_root: Path, tmp_path: Path,
+@pytest.mark.integration
+def test_a_wrong_key_falls_back_and_the_key_is_never_shown(server: FakeOpenAIServer,
+                                                           make_real_coach: Callable[..., Coach],
                                                            clean_env: pytest.MonkeyPatch,
                                                            caplog: pytest.LogCaptureFixture,
                                                            capsys: pytest.CaptureFixture[str]) -> None:
     caplog.set_level(logging.DEBUG)
-    settings = _settings(repo_root, tmp_path, openai_base_url=server.url, openai_api_key=WRONG_KEY,
+    coach = openai_coach(make_real_coach, openai_base_url=server.url, openai_api_key=WRONG_KEY,
                          openai_model="fake-gpt")
-    coach = _coach(settings, retriever)
+    settings = coach.settings
     events = list(coach.stream(ENTRY_Q))
     answer = events[-1].answer
     assert answer is not None
@@ -220,11 +195,12 @@ def test_a_wrong_key_falls_back_and_the_key_is_never_shown(server: FakeOpenAISer
     assert server.requests and server.requests[0].header("Authorization") == f"Bearer {WRONG_KEY}"
 
 
-def test_the_coach_falls_back_when_the_server_is_down(retriever: HybridRetriever, repo_root: Path,
-                                                      tmp_path: Path, clean_env: pytest.MonkeyPatch) -> None:
-    url = f"http://127.0.0.1:{_free_port()}/v1"
-    settings = _settings(repo_root, tmp_path, openai_base_url=url, openai_api_key=GOOD_KEY, request_timeout=5)
-    answer = _answer(_coach(settings, retriever), ENTRY_Q)
+@pytest.mark.integration
+def test_the_coach_falls_back_when_the_server_is_down(make_real_coach: Callable[..., Coach],
+                                                      clean_env: pytest.MonkeyPatch) -> None:
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    coach = openai_coach(make_real_coach, openai_base_url=url, openai_api_key=GOOD_KEY, request_timeout=5)
+    answer = _answer(coach, ENTRY_Q)
     assert answer.fallback and "cannot reach" in answer.fallback
     assert answer.text.splitlines()[0].count("unavailable") == 1
     assert "Entry Level: $150,000 - $180,000" in answer.text
@@ -240,7 +216,7 @@ def test_openai_api_key_and_base_url_are_honoured(server: FakeOpenAIServer, clea
     assert settings.openai_api_key is not None and settings.openai_api_key.get_secret_value() == GOOD_KEY
     assert GOOD_KEY not in repr(settings) and GOOD_KEY not in str(settings)
     backend = OpenAIBackend.from_settings(settings)
-    assert "".join(backend.stream(HELLO, 20, 0.0)) == server.default_reply
+    assert "".join(backend.stream(hello(20, 0.0))) == server.default_reply
     assert server.chat_requests[0].header("Authorization") == f"Bearer {GOOD_KEY}"
 
 

@@ -89,7 +89,7 @@ def fusion_index(tmp_path: Path, models_dir: Path, fake_embedder: FakeEmbeddings
     folder.mkdir()
     for name, text in FUSION_KB.items():
         (folder / name).write_text(text)
-    settings = settings_factory(folder, tmp_path / "data", models_dir)
+    settings = settings_factory(folder, tmp_path / "data")
     index = open_index(settings, fake_embedder)
     index.sync(knowledge.load(folder, 70).chunks, progress=False)
     return index
@@ -149,7 +149,7 @@ def test_search_sees_text_changed_by_a_later_sync(tmp_path: Path, models_dir: Pa
     folder.mkdir()
     for name, text in FUSION_KB.items():
         (folder / name).write_text(text)
-    settings = settings_factory(folder, tmp_path / "data", models_dir)
+    settings = settings_factory(folder, tmp_path / "data")
     index = open_index(settings, fake_embedder)
     index.sync(knowledge.load(folder, 70).chunks, progress=False)
     x = _id(index, "x.md")
@@ -169,7 +169,7 @@ def test_search_sees_text_changed_by_a_later_sync(tmp_path: Path, models_dir: Pa
 
 
 # -- the real embedding model, on an embedded Chroma and on a `chroma run` server -------------------
-@pytest.fixture(scope="module", params=["embedded", "server"])
+@pytest.fixture(scope="module", params=["embedded", pytest.param("server", marks=pytest.mark.integration)])
 def real_setup(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, models_dir: Path,
                real_embedder: MiniLMEmbeddings, settings_factory: Any) -> Iterator[tuple[Settings, HybridRetriever]]:
     """One real-model index per backend for this module: (settings, retriever)."""
@@ -177,7 +177,7 @@ def real_setup(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
     extra: dict[str, Any] = {"collection": f"r{uuid.uuid4().hex[:10]}"}
     if request.param == "server":
         extra["chroma_url"] = request.getfixturevalue("chroma_server")
-    settings = settings_factory(REPO_ROOT / "knowledge", data, models_dir, **extra)
+    settings = settings_factory(REPO_ROOT / "knowledge", data, **extra)
     index = open_index(settings, real_embedder)
     index.sync(knowledge.load(Path(settings.knowledge_dir), settings.chunk_max_words).chunks, progress=False)
     yield settings, build_retriever(index, settings)
@@ -219,7 +219,7 @@ def test_salary_question_finds_base_salary(real_setup: tuple[Settings, HybridRet
 def test_two_instances_share_one_server_index(chroma_server: str, tmp_path: Path, models_dir: Path,
                                               real_embedder: MiniLMEmbeddings, settings_factory: Any,
                                               knowledge_copy: Path) -> None:
-    settings = settings_factory(knowledge_copy, tmp_path / "data", models_dir,
+    settings = settings_factory(knowledge_copy, tmp_path / "data",
                                 chroma_url=chroma_server, collection=f"shared{uuid.uuid4().hex[:8]}")
     first = open_index(settings, real_embedder)   # one app instance builds the index ...
     second = open_index(settings, real_embedder)  # ... another, with its own client, only reads it

@@ -1,32 +1,25 @@
-"""The chat UI through its API: a real Gradio server on a free port, driven by gradio_client."""
+"""The chat page through its public `/chat` API (a real Gradio server on a free port, driven by gradio_client),
+and the conversation data it is drawn from."""
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from test_ui_fixtures import FAKE_REPLY, SlowChat, UiIndex, UiServer, make_coach, ui_settings
+from helpers import SlowChat
+from test_ui_fixtures import FAKE_REPLY, UiIndex, UiServer, ui_coach
 
-from coach import ui
-from coach.errors import BackendUnavailableError
-from coach.ui import (
-    APOLOGY,
-    FeedbackLog,
-    SafeChatbot,
-    available_backends,
-    escape_text,
-    feedback_row,
-    is_loopback,
-    parse_sources,
-    record_feedback,
-    serve,
-    turns_for_coach,
-    unescape_text,
-)
+from coach.errors import BackendUnavailableError, CoachError
+from coach.ui import APOLOGY, serve
+from coach.ui import chat as ui_chat
+from coach.ui.app import ANSWERING, Backends, answer_steps, available_backends, is_loopback
+from coach.ui.chat import Turn, escape_text, feedback_row, history_for_coach, render
+from coach.ui.feedback import FeedbackLog, record_feedback
 
 pytest_plugins = ["test_ui_fixtures"]
 pytestmark = pytest.mark.integration
@@ -37,13 +30,14 @@ QUESTION = "What are the main responsibilities of the role?"
 @pytest.fixture(scope="module")
 def fake_server(server_factory: Callable[..., UiServer]) -> UiServer:
     """A server whose default backend is the streaming fake (extractive is offered beside it)."""
-    return server_factory(SlowChat(delay=0.01, default=FAKE_REPLY), "fake")
+    return server_factory(SlowChat(delay=0.02, default=FAKE_REPLY))
 
 
-def client(server: UiServer) -> Any:
+def client(server: UiServer, **kwargs: Any) -> Any:
+    """A new API client: a new person, with a session of their own."""
     from gradio_client import Client
 
-    return Client(server.url, verbose=False)
+    return Client(server.url, verbose=False, **kwargs)
 
 
 def fake(server: UiServer) -> SlowChat:
@@ -52,191 +46,242 @@ def fake(server: UiServer) -> SlowChat:
     return backend
 
 
-def test_streamed_answer_with_sources(fake_server: UiServer) -> None:
+def text(message: dict[str, Any]) -> str:
+    """The text of a chatbot message as the API returns it (a list of parts, or a string)."""
+    content = message["content"]
+    if isinstance(content, str):
+        return content
+    return "".join(part.get("text", "") for part in content if isinstance(part, dict))
+
+
+def users(messages: list[dict[str, Any]]) -> list[str]:
+    return [text(m) for m in messages if m["role"] == "user"]
+
+
+def test_a_streamed_answer_comes_with_its_sources_first(fake_server: UiServer) -> None:
     job = client(fake_server).submit(QUESTION, api_name="/chat")
     outputs = list(job)
     messages, status, details = job.result()
 
-    # Retrieval is shown first: sources (and the key facts) before the model has written anything.
-    first = next(o for o in outputs if isinstance(o[2], dict))[2]
+    # Retrieval is shown first: the sources (and the key points) before the model has written a word.
+    steps = [o for o in outputs if isinstance(o[2], dict)]
+    first = steps[0][2]
     assert first["answer"] == "" and first["sources"] and not first["done"]
-    partial = {o[2]["answer"] for o in outputs if isinstance(o[2], dict) and not o[2]["done"]} - {""}
-    assert len(partial) > 3, "the answer should arrive in several pieces"
-    assert all(details["answer"].startswith(p) for p in partial)
+    assert "Writing the answer" in text(steps[0][0][1])
+    assert steps[0][0][-1]["metadata"]["title"] == f"Sources ({len(first['sources'])})"
+    # Then the answer, in several pieces, each the start of the final one.
+    partial = [o[2]["answer"] for o in steps if not o[2]["done"] and o[2]["answer"]]
+    assert len(set(partial)) >= 3, f"the answer should arrive in several pieces, got {partial}"
+    assert all(FAKE_REPLY.startswith(p) for p in partial)
 
-    assert details["done"] and details["answer"] == FAKE_REPLY and details["backend"] == "fake"
-    assert "[1]" in details["answer"]
+    assert details["done"] and details["error"] is None
+    assert details["answer"] == FAKE_REPLY and details["backend"] == "fake"
     assert [s["n"] for s in details["sources"]] == list(range(1, len(details["sources"]) + 1))
     assert all(s["label"] and s["source"].endswith(".md") and s["text"] for s in details["sources"])
     assert any(s["section"] == "Core Responsibilities" for s in details["sources"])
 
-    answer, block = messages
-    assert answer["content"] == FAKE_REPLY
+    question, answer, block = messages
+    assert text(question) == QUESTION and text(answer) == FAKE_REPLY
     assert block["metadata"]["title"] == f"Sources ({len(details['sources'])})"
-    first_source = details["sources"][0]
-    assert f"**[1] {first_source['label']}** · `{first_source['source']}`" in block["content"]
-    assert "Backend **fake**" in status and "passages indexed" in status
+    one = details["sources"][0]
+    assert f"**[1] {one['label']}** · `{one['source']}`" in text(block)
+    assert "Backend **fake**" in status and "passages indexed" in status and "answered in" in status
 
 
-def test_follow_up_in_the_same_session_uses_the_history(fake_server: UiServer) -> None:
-    chat = client(fake_server)
-    chat.predict(QUESTION, api_name="/chat")
-    chat.predict("And what does it pay?", api_name="/chat")
+def test_a_follow_up_in_the_same_session_uses_the_history_and_another_client_has_none(
+        fake_server: UiServer) -> None:
+    person = client(fake_server)
+    person.predict(QUESTION, api_name="/chat")
+    messages, _, _ = person.predict("And what does it pay?", api_name="/chat")
+    assert users(messages) == [QUESTION, "And what does it pay?"]
     sent = fake(fake_server).calls[-1]
-    assert {"role": "user", "content": QUESTION} in sent
-    assert any(m["role"] == "assistant" and m["content"].startswith(FAKE_REPLY[:40]) for m in sent)
+    assert sent[-1]["role"] == "user" and "And what does it pay?" in sent[-1]["content"]
+    earlier = sent[1:-1]
+    assert [m["role"] for m in earlier] == ["user", "assistant"]
+    assert earlier[0]["content"] == QUESTION
+    assert earlier[1]["content"].startswith("The role leads teams of engineers")
     assert not any("Sources (" in m["content"] or "**[1]" in m["content"] for m in sent), "sources fed back"
 
     # Another client is another person: none of that history.
-    client(fake_server).predict("And what does it pay?", api_name="/chat")
+    messages, _, _ = client(fake_server).predict("And what does it pay?", api_name="/chat")
+    assert users(messages) == ["And what does it pay?"]
     assert [m["role"] for m in fake(fake_server).calls[-1]] == ["system", "user"]
 
 
-def test_empty_message_is_ignored(fake_server: UiServer) -> None:
-    chat = client(fake_server)
+def test_an_empty_message_is_ignored(fake_server: UiServer) -> None:
+    person = client(fake_server)
     calls = len(fake(fake_server).calls)
-    messages, _, _ = chat.predict("   ", api_name="/chat")
-    assert messages is None
-    assert len(fake(fake_server).calls) == calls
-    chat.predict(QUESTION, api_name="/chat")
-    assert [m["role"] for m in fake(fake_server).calls[-1]] == ["system", "user"], "empty turn kept"
+    messages, _, _ = person.predict("   ", api_name="/chat")
+    assert not isinstance(messages, list), "an empty message should leave the chat as it was"
+    assert len(fake(fake_server).calls) == calls, "the model must not be asked"
+    messages, _, _ = person.predict(QUESTION, api_name="/chat")
+    assert users(messages) == [QUESTION]
+    assert [m["role"] for m in fake(fake_server).calls[-1]] == ["system", "user"], "an empty turn was kept"
 
 
-def test_over_long_message_is_refused_with_the_limit(fake_server: UiServer) -> None:
+def test_an_over_long_message_is_refused_with_the_limit_and_left_out_of_the_history(fake_server: UiServer) -> None:
     limit = fake_server.settings.max_question_chars
     calls = len(fake(fake_server).calls)
-    chat = client(fake_server)
-    messages, _, details = chat.predict("x" * (limit + 1), api_name="/chat")
-    assert f"the limit is {limit:,}" in messages[0]["content"]
-    assert details["error"] and not details["sources"]
+    person = client(fake_server)
+    messages, _, details = person.predict("x" * (limit + 1), api_name="/chat")
+    assert len(messages) == 2 and f"the limit is {limit:,}" in text(messages[1])
+    assert details["error"] and f"the limit is {limit:,}" in details["error"] and not details["sources"]
     assert len(fake(fake_server).calls) == calls, "the model must not be asked"
-    chat.predict(QUESTION, api_name="/chat")
-    assert [m["role"] for m in fake(fake_server).calls[-1]] == ["system", "user"], "refused turn kept"
+
+    messages, _, details = person.predict(QUESTION, api_name="/chat")
+    assert details["answer"] == FAKE_REPLY and len(users(messages)) == 2  # the refusal stays on screen ...
+    assert [m["role"] for m in fake(fake_server).calls[-1]] == ["system", "user"], "... but not in the history"
 
 
-def test_backend_failure_falls_back_and_says_so(fake_server: UiServer) -> None:
+def test_a_backend_failure_falls_back_and_the_status_says_so(fake_server: UiServer) -> None:
     fake(fake_server).replies.append(BackendUnavailableError("cannot reach http://127.0.0.1:9/v1"))
     messages, status, details = client(fake_server).predict(QUESTION, api_name="/chat")
-    assert details["fallback"] == "cannot reach http://127.0.0.1:9/v1"
-    assert "unavailable" in messages[0]["content"] and "[1]" in messages[0]["content"]
+    assert details["fallback"] == "cannot reach http://127.0.0.1:9/v1" and details["error"] is None
+    answer = text(messages[1])
+    assert "fake model was unavailable: cannot reach http://127.0.0.1:9/v1" in answer
+    assert re.search(r"\[1\]", answer) and messages[2]["metadata"]["title"].startswith("Sources (")
     assert "extractive fallback answered" in status
 
 
-def test_unexpected_error_is_an_apology_and_a_logged_traceback(fake_server: UiServer,
-                                                                caplog: pytest.LogCaptureFixture) -> None:
+def test_an_unexpected_error_is_an_apology_with_the_traceback_only_in_the_log(
+        fake_server: UiServer, caplog: pytest.LogCaptureFixture) -> None:
     fake(fake_server).replies.append(RuntimeError("secret internals"))
     with caplog.at_level(logging.ERROR, logger="coach.ui"):
-        messages, _, details = client(fake_server).predict(QUESTION, api_name="/chat")
-    assert messages[-1]["content"] == APOLOGY and details["error"] == APOLOGY
-    assert "secret internals" not in json.dumps(messages)
-    assert any(r.exc_info and "secret internals" in str(r.exc_info[1]) for r in caplog.records)
+        messages, status, details = client(fake_server).predict(QUESTION, api_name="/chat")
+    assert text(messages[-1]) == APOLOGY and details["error"] == APOLOGY
+    assert "secret internals" not in json.dumps([messages, status, details])
+    logged = [r for r in caplog.records if r.name == "coach.ui" and r.exc_info]
+    assert any("secret internals" in str(r.exc_info[1]) for r in logged if r.exc_info)
 
 
-def test_backend_and_passages_can_be_chosen_per_chat(fake_server: UiServer) -> None:
+def test_backend_and_passages_are_chosen_per_chat(fake_server: UiServer) -> None:
     calls = len(fake(fake_server).calls)
     _, status, details = client(fake_server).predict(QUESTION, "extractive", 2, api_name="/chat")
-    assert details["backend"] == "extractive" and len(details["sources"]) == 2
+    assert details["backend"] == "extractive" and details["model"] == "none"
+    assert 1 <= len(details["sources"]) <= 2
     assert "Backend **extractive**" in status and "model `none`" in status
-    assert len(fake(fake_server).calls) == calls
-    # The alternative coach shares the default one's retriever (one index, one BM25).
+    assert len(fake(fake_server).calls) == calls, "the fake model was asked"
+
+    _, status, details = client(fake_server).predict(QUESTION, "fake", 6, api_name="/chat")
+    assert details["backend"] == "fake" and len(details["sources"]) == 6
+    assert "Backend **fake**" in status
+    # The choice is not sticky: a chat that does not choose gets the defaults.
     _, _, details = client(fake_server).predict(QUESTION, api_name="/chat")
     assert details["backend"] == "fake" and len(details["sources"]) == fake_server.settings.top_k
 
 
-def test_like_is_recorded_as_a_json_line(fake_server: UiServer, tmp_path: Path) -> None:
-    messages, _, details = client(fake_server).predict(QUESTION, api_name="/chat")
-    history = [{"role": "user", "content": QUESTION}, *messages]
+def answered(server: UiServer, *questions: str) -> dict[str, Any]:
+    """The conversation data after asking these questions on the server's coach (as the page does)."""
+    backends = Backends(server.coach, server.settings)
+    conversation = None
+    for question in questions:
+        for step in answer_steps(backends, server.settings, question, conversation, None, None):
+            conversation = step[-1]
+    assert conversation is not None
+    return conversation
+
+
+def test_a_like_is_recorded_as_a_json_line_with_its_sources_as_data(fake_server: UiServer, tmp_path: Path) -> None:
+    conversation = answered(fake_server, "x" * (fake_server.settings.max_question_chars + 1), QUESTION)
+    last = ui_chat.turns(conversation)[-1]
+    assert last.status == "answered" and last.sources
     log = FeedbackLog(tmp_path / "missing" / "folder" / "feedback.jsonl")
-    assert "recorded" in record_feedback(log, history, 1, True)
-    assert "recorded" in record_feedback(log, history, [2], False)
-    rows = [json.loads(line) for line in log.path.read_text().splitlines()]
+    # Messages as drawn: refused question, its notice, then question, answer, sources block.
+    assert record_feedback(log, feedback_row(conversation, 1, True)) == "", "a refusal cannot be liked"
+    assert "like was recorded" in record_feedback(log, feedback_row(conversation, 3, True))
+    assert "dislike was recorded" in record_feedback(log, feedback_row(conversation, [4], False))
+    rows = [json.loads(line) for line in log.path.read_text(encoding="utf-8").splitlines()]
     assert [r["verdict"] for r in rows] == ["like", "dislike"]
     row = rows[0]
-    assert row["question"] == QUESTION and row["answer"] == details["answer"] and row["time"]
-    assert [(s["n"], s["label"], s["source"]) for s in row["sources"]] == [
-        (s["n"], s["label"], s["source"]) for s in details["sources"]]
-    assert row["sources"][0]["text"].strip() == details["sources"][0]["text"].strip()
+    assert row["question"] == QUESTION and row["answer"] == FAKE_REPLY == last.answer
+    assert row["backend"] == "fake" and row["time"]
+    assert row["sources"] == last.sources
+    assert all(set(s) >= {"n", "label", "source", "text"} for s in row["sources"])
 
 
-def test_feedback_write_failure_never_breaks_the_chat(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_feedback_write_failure_never_breaks_the_chat(fake_server: UiServer, tmp_path: Path,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
     blocker = tmp_path / "data"
     blocker.write_text("a file where the folder should be")
-    history = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a [1]"}]
+    conversation = answered(fake_server, QUESTION)
     with caplog.at_level(logging.ERROR, logger="coach.ui"):
-        notice = record_feedback(FeedbackLog(blocker / "feedback.jsonl"), history, 1, True)
+        notice = record_feedback(FeedbackLog(blocker / "feedback.jsonl"), feedback_row(conversation, 1, True))
     assert "could not be saved" in notice
-    assert any("feedback" in r.getMessage() for r in caplog.records)
+    assert any("feedback" in r.getMessage() for r in caplog.records if r.name == "coach.ui")
+    # The chat goes on.
+    conversation = answered(fake_server, QUESTION, "And what does it pay?")
+    assert [t.status for t in ui_chat.turns(conversation)] == ["answered", "answered"]
 
 
-def test_html_is_escaped_on_the_way_to_the_browser_and_restored_on_the_way_back() -> None:
+def test_html_in_questions_and_sources_is_escaped() -> None:
     payload = '<script>alert(1)</script><img src=x onerror="x()"> R&D ![pixel](http://example.com/p.png) &lt;'
-    assert "<" not in escape_text(payload) and "![" not in escape_text(payload)
-    assert unescape_text(escape_text(payload)) == payload
-    bot = SafeChatbot()
-    shown = bot.postprocess([{"role": "user", "content": payload},
-                             {"role": "assistant", "content": "ok", "metadata": {"title": "Sources (1)"}}])
-    assert shown.root[0].content[0].text == escape_text(payload)  # type: ignore[union-attr]
-    back = bot.preprocess(shown)
-    assert back[0]["content"][0]["text"] == payload  # type: ignore[typeddict-item]
-    assert bot.get_block_name() == "chatbot"
-    assert not Path(ui.__file__).with_suffix(".pyi").exists(), "Gradio wrote a stub beside the module"
+    escaped = escape_text(payload)
+    assert "<" not in escaped and "![" not in escaped
+    assert "&lt;script>" in escaped and "R&amp;D" in escaped and "&amp;lt;" in escaped
+
+    source = {"n": 1, "label": "Office <b>Mascot</b>", "section": "Office", "subsection": "", "source": "m.md",
+              "text": 'Rex <img src=x onerror="window.__pwned=1"> sign'}
+    turn = Turn("<script>alert(1)</script> what?", "Rex is a beagle [1].", [source], "answered")
+    messages = render({"id": "x", "title": "", "turns": [turn.to_dict()]})
+    assert [m["role"] for m in messages] == ["user", "assistant", "assistant"]
+    assert all("<" not in m["content"] for m in messages)
+    assert messages[0]["content"] == "&lt;script>alert(1)&lt;/script> what?"
+    assert "**[1] Office &lt;b>Mascot&lt;/b>** · `m.md`" in messages[2]["content"]
+    assert '> Rex &lt;img src=x onerror="window.__pwned=1"> sign' in messages[2]["content"]
 
 
-def test_history_for_the_coach_leaves_out_sources_and_refused_turns() -> None:
-    history = [
-        {"role": "user", "content": [{"type": "text", "text": "first?"}]},
-        {"role": "assistant", "content": [{"type": "text", "text": "answer [1]"}], "metadata": None},
-        {"role": "assistant", "content": "**[1] A > B** · `a.md`\n\n> text", "metadata": {"title": "Sources (1)"}},
-        {"role": "user", "content": "x" * 50},
-        {"role": "assistant", "content": "Your message is 50 characters long; the limit is 20."},
-        {"role": "user", "content": "broken?"},
-        {"role": "assistant", "content": APOLOGY},
-    ]
-    assert turns_for_coach(history, 20) == [{"role": "user", "content": "first?"},
-                                            {"role": "assistant", "content": "answer [1]"}]
-    row = feedback_row(history, 2, True)
-    assert row is not None and row["question"] == "first?" and row["answer"] == "answer [1]"
-    assert row["sources"] == [{"n": 1, "label": "A > B", "source": "a.md", "text": "text"}]
-    assert parse_sources("") == []
+def test_the_history_for_the_coach_leaves_out_refused_failed_and_unfinished_turns() -> None:
+    conversation: dict[str, Any] = {"id": "x", "title": "", "turns": [
+        Turn("first?", "answer [1]", [], "answered").to_dict(),
+        Turn("x" * 50, "", [], "refused", note="Your message is 50 characters long; the limit is 20.").to_dict(),
+        Turn("broken?", "half an ans", [], "error", note=APOLOGY).to_dict(),
+        Turn("stopped?", "half", [], "answering").to_dict(),
+        Turn("second?", "answer two", [], "answered").to_dict(),
+    ]}
+    assert history_for_coach(conversation) == [
+        {"role": "user", "content": "first?"}, {"role": "assistant", "content": "answer [1]"},
+        {"role": "user", "content": "second?"}, {"role": "assistant", "content": "answer two"}]
+    assert history_for_coach(None) == []
 
 
 def test_only_working_backends_are_offered(ui_index: UiIndex, tmp_path: Path) -> None:
-    coach = make_coach(ui_index, tmp_path)
-    names = [n for _, n in available_backends(coach, coach.settings)]
+    coach = ui_coach(ui_index, tmp_path)
+    settings = coach.settings
+    names = [n for _, n in available_backends(coach, settings)]
     assert "extractive" in names and "openai" not in names
-    assert ("local" in names) == (coach.settings.models_dir / coach.settings.local_model_file).is_file()
-    coach.settings.models_dir = tmp_path  # no model file there
-    coach.settings.openai_base_url = "http://127.0.0.1:9/v1"
-    assert [n for _, n in available_backends(coach, coach.settings)] == ["openai", "extractive"]
+    assert ("local" in names) == (settings.models_dir / settings.local_model_file).is_file()
+
+    elsewhere = settings.model_copy(update={"models_dir": tmp_path, "openai_base_url": "http://127.0.0.1:9/v1"})
+    assert [n for _, n in available_backends(coach, elsewhere)] == ["openai", "extractive"]
+    with pytest.raises(CoachError, match="not available"):
+        Backends(coach, settings.model_copy(update={"models_dir": tmp_path})).get("local")
 
 
-def test_serve_refuses_a_non_loopback_host(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    settings = ui_settings(tmp_path, tmp_path, tmp_path / "chroma", host="0.0.0.0")
-    assert serve(settings) == 2
+def test_serve_refuses_a_non_loopback_host_with_one_line(ui_index: UiIndex, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    assert serve(ui_index.settings(tmp_path, host="0.0.0.0")) == 2
     err = capsys.readouterr().err
-    assert "COACH_ALLOW_REMOTE" in err and len(err.strip().splitlines()) == 1
-    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert "refusing to listen on 0.0.0.0" in err and "COACH_ALLOW_REMOTE" in err
+    assert len(err.strip().splitlines()) == 1
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("[::1]") and is_loopback("localhost")
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.2") and not is_loopback("example.com")
 
 
-def test_answers_share_one_concurrency_limit_and_likes_skip_the_queue(fake_server: UiServer) -> None:
+def test_answers_share_one_concurrency_group_and_likes_skip_the_queue(fake_server: UiServer) -> None:
     fns = list(fake_server.demo.fns.values())
-    answering = [f for f in fns if f.name == "_submit_fn" or f.api_name == "chat"]
-    assert len(answering) >= 2
-    assert {(f.concurrency_id, f.concurrency_limit) for f in answering} == {
-        ("coach-answer", fake_server.settings.concurrency)}
+    answering = [f for f in fns if f.name in ("on_submit", "on_example", "on_api")]
+    assert sorted(f.name for f in answering) == ["on_api", "on_example", "on_submit"]
+    assert {(f.concurrency_id, f.concurrency_limit, f.queue) for f in answering} == {
+        (ANSWERING, fake_server.settings.concurrency, True)}
     likes = [f for f in fns if f.name == "on_like"]
-    assert likes and not any(f.queue for f in likes)
+    assert len(likes) == 1 and likes[0].queue is False
 
 
 def test_a_login_is_required_when_username_and_password_are_set(server_factory: Callable[..., UiServer]) -> None:
-    from gradio_client import Client
-
-    server = server_factory(None, "extractive", auth_username="coach", auth_password="s3cret-pass")
+    server = server_factory(None, auth_username="coach", auth_password="s3cret-pass")
     with pytest.raises(Exception, match="credentials were not provided"):
-        Client(server.url, verbose=False)
+        client(server)
     with pytest.raises(ValueError, match="Could not login"):
-        Client(server.url, auth=("coach", "wrong"), verbose=False)
-    _, _, details = Client(server.url, auth=("coach", "s3cret-pass"), verbose=False).predict(
-        QUESTION, api_name="/chat")
-    assert details["backend"] == "extractive" and details["sources"]
+        client(server, auth=("coach", "wrong"))
+    _, _, details = client(server, auth=("coach", "s3cret-pass")).predict(QUESTION, api_name="/chat")
+    assert details["backend"] == "extractive" and details["sources"] and details["answer"]

@@ -1,32 +1,28 @@
 """Fixtures of the UI tests: a real index (real embedding model, embedded Chroma) and real Gradio servers.
 
-Imported by test_ui.py and test_browser.py; it holds no tests itself.
+Used by test_ui.py and test_browser.py through `pytest_plugins = ["test_ui_fixtures"]`; it holds no tests.
+Both fixtures load the real embedding model, so conftest.NEEDS_MARKER makes a test using them say
+`integration`.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
-import socket
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import REPO, free_port
 
-os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
-os.environ["HF_HUB_OFFLINE"] = "1"
-
-from coach.coach import Coach  # noqa: E402
-from coach.config import Settings  # noqa: E402
-from coach.llm.base import Message  # noqa: E402
-from coach.llm.fake import FakeChat  # noqa: E402
-
-REPO = Path(__file__).resolve().parent.parent
+from coach.coach import Coach
+from coach.config import Settings
+from coach.prompts import Prompts
+from coach.retrieval import HybridRetriever
 
 # A knowledge file whose text carries HTML: it must reach the browser as text, never as markup.
+HTML_FILE = "99-office-mascot.md"
 HTML_KNOWLEDGE = """---
 role: Senior Software Engineering Manager in AI
 ---
@@ -40,110 +36,90 @@ welcome sign says <img src=x onerror="window.__pwned='knowledge'"> in the lobby.
 """
 HTML_QUESTION = "What is the office mascot policy for Rex the beagle?"
 
+# What the fake model says (word by word): it cites the sources it is given.
 FAKE_REPLY = ("The role leads teams of engineers and applied scientists [1] and oversees the architecture "
               "of AI systems [2]. It also manages AI engineering projects [1].")
 
 
-class SlowChat(FakeChat):
-    """The queued-reply fake, streaming word by word with a pause so that streaming can be seen."""
-
-    def __init__(self, delay: float = 0.04, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.delay = delay
-
-    def stream(self, messages: list[Message], max_tokens: int, temperature: float) -> Iterator[str]:
-        for piece in super().stream(messages, max_tokens, temperature):
-            time.sleep(self.delay)
-            yield piece
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def ui_settings(knowledge: Path, data: Path, chroma: Path, **extra: Any) -> Settings:
-    """Settings that ignore .env and COACH_* variables, with the index in a shared folder."""
-    return Settings(_env_file=None, knowledge_dir=knowledge, data_dir=data,  # type: ignore[call-arg]
-                    models_dir=REPO / "models", prompts_dir=REPO / "prompts", chroma_path=chroma, **extra)
-
-
 @dataclass
 class UiIndex:
-    """A knowledge folder and its index, built once per test session."""
+    """A knowledge folder (the repository's plus HTML_FILE) and one retriever over its index."""
 
     knowledge: Path
-    chroma: Path
-    embedder: Any
-    root: Path
+    retriever: HybridRetriever
+    prompts: Prompts
+    make_settings: Callable[..., Settings]  # conftest's settings_factory
+
+    def settings(self, data: Path, **extra: Any) -> Settings:
+        """Settings on this knowledge folder with their own data folder (blind to .env and COACH_*)."""
+        return self.make_settings(self.knowledge, data, **extra)
 
 
 @pytest.fixture(scope="session")
-def ui_index(tmp_path_factory: pytest.TempPathFactory) -> UiIndex:
-    """The repository's knowledge plus HTML_KNOWLEDGE, indexed with the real embedding model."""
-    from coach.embeddings import MiniLMEmbeddings
-    from coach.factory import ensure_index
-    from coach.store import open_index
+def ui_index(tmp_path_factory: pytest.TempPathFactory, real_embedder: Any, prompts: Prompts,
+             settings_factory: Callable[..., Settings]) -> UiIndex:
+    """The repository's knowledge plus HTML_KNOWLEDGE, indexed with the real MiniLM in an embedded Chroma."""
+    from coach.factory import build_retriever_for
 
     root = tmp_path_factory.mktemp("ui-index")
     knowledge = root / "knowledge"
     shutil.copytree(REPO / "knowledge", knowledge)
-    (knowledge / "99-office-mascot.md").write_text(HTML_KNOWLEDGE, encoding="utf-8")
-    embedder = MiniLMEmbeddings(REPO / "models")
-    settings = ui_settings(knowledge, root / "data", root / "chroma")
-    ensure_index(settings, open_index(settings, embedder), say=lambda _: None)
-    return UiIndex(knowledge, root / "chroma", embedder, root)
+    (knowledge / HTML_FILE).write_text(HTML_KNOWLEDGE, encoding="utf-8")
+    settings = settings_factory(knowledge, root / "data")
+    retriever = build_retriever_for(settings, real_embedder, say=lambda _: None)
+    retriever.warm()
+    return UiIndex(knowledge, retriever, prompts, settings_factory)
 
 
-def make_coach(index: UiIndex, data: Path, backend: Any = None, name: str = "extractive",
-               **extra: Any) -> Coach:
-    """A Coach wired as factory.build_coach does, on the shared index, with a given backend object."""
-    from coach.prompts import Prompts
-    from coach.retrieval import build_retriever
-    from coach.store import open_index
+def ui_coach(index: UiIndex, data: Path, backend: Any = None, **extra: Any) -> Coach:
+    """A Coach on the shared index with this backend object (extractive when None) and its own data folder."""
+    from coach.llm.extractive import ExtractiveBackend
 
-    settings = ui_settings(index.knowledge, data, index.chroma, backend=name, port=free_port(), **extra)
-    retriever = build_retriever(open_index(settings, index.embedder), settings)
-    return Coach(settings, retriever, backend, Prompts(settings.prompts_dir), backend_name=name)
+    backend = backend if backend is not None else ExtractiveBackend()
+    settings = index.settings(data, **{"port": free_port(), **extra})
+    return Coach(settings, index.retriever, backend, index.prompts)
 
 
 @dataclass
 class UiServer:
-    """A running chat UI."""
+    """A running chat page."""
 
     url: str
     coach: Coach
-    settings: Settings
     demo: Any
+
+    @property
+    def settings(self) -> Settings:
+        return self.coach.settings
 
     @property
     def feedback_file(self) -> Path:
         return self.settings.feedback_file
 
+    def close(self) -> None:
+        self.demo.close()
+
 
 def start_server(coach: Coach) -> UiServer:
-    """build_ui + launch on a free loopback port, without blocking."""
+    """build_ui + launch on the coach's (free, loopback) port, without blocking."""
     from coach.ui import build_ui, launch
 
     demo = build_ui(coach, coach.settings)
     url = launch(demo, coach.settings, block=False, quiet=True)
-    return UiServer(url.rstrip("/") + "/", coach, coach.settings, demo)
+    return UiServer(url.rstrip("/") + "/", coach, demo)
 
 
 @pytest.fixture(scope="module")
 def server_factory(ui_index: UiIndex, tmp_path_factory: pytest.TempPathFactory
                    ) -> Iterator[Callable[..., UiServer]]:
-    """Start servers for a module (each with its own data folder); all are closed at the end."""
+    """server_factory(backend=None, **settings): a running server (its own data folder); closed with the module."""
     started: list[UiServer] = []
 
-    def start(backend: Any = None, name: str = "extractive", **extra: Any) -> UiServer:
-        data = tmp_path_factory.mktemp(f"ui-data-{name}")
-        server = start_server(make_coach(ui_index, data, backend, name, **extra))
+    def start(backend: Any = None, **extra: Any) -> UiServer:
+        server = start_server(ui_coach(ui_index, tmp_path_factory.mktemp("ui-data"), backend, **extra))
         started.append(server)
         return server
 
     yield start
     for server in started:
-        server.demo.close()
+        server.close()

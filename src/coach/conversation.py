@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from coach.errors import BackendUnavailableError, CoachError
+from coach.guards import looks_like_injection
 from coach.llm.base import ChatBackend, Message, Request
 from coach.prompts import Prompts
 from coach.text import strip_citations, without_invisible
@@ -89,6 +90,7 @@ def history(messages: list[dict[str, Any]] | None, replay: ReplayMemory | None =
     answer's sources, not to the next prompt's.
     """
     out = History()
+    refused = False
     for m in messages or []:
         role, content = m.get("role"), m.get("content")
         if role not in ("user", "assistant") or not isinstance(content, str) or not content.strip():
@@ -96,8 +98,14 @@ def history(messages: list[dict[str, Any]] | None, replay: ReplayMemory | None =
         if (m.get("metadata") or {}).get("title"):
             continue
         if role == "user":
-            out.plain.append({"role": "user", "content": content})
-            out.replayed.append({"role": "user", "content": content})
+            content = without_invisible(content).strip()
+            # An injection attempt was refused: neither it nor the refusal goes back to the model.
+            refused = looks_like_injection(content)
+            if not refused:
+                out.plain.append({"role": "user", "content": content})
+                out.replayed.append({"role": "user", "content": content})
+            continue
+        if refused:
             continue
         plain = {"role": "assistant", "content": strip_citations(content)}
         out.plain.append(plain)

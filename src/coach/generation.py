@@ -70,18 +70,27 @@ class Response:
     def pieces_stream(self) -> Generator[str, None, None]:
         """The reply's pieces as they arrive; closing this generator stops the model."""
         self._stream = self.backend.stream(self.request)
+        awaiting = False  # a sentence ended with the last piece: stop unless a citation of it follows
         try:
             for piece in self._stream:
+                if awaiting:
+                    if not piece.lstrip().startswith("["):
+                        self.stopped_early = True
+                        break
+                    awaiting = False
                 cut = None
                 if self.soft_tokens is not None and self.completion_tokens >= self.soft_tokens:
                     cut = unit_end(self.text, piece)
+                if cut is not None and piece[cut:].lstrip().startswith("["):
+                    cut = None  # "... well. [1]": the citation belongs to the sentence
                 if cut is not None:
+                    awaiting = not piece[cut:].strip()
                     piece = piece[:cut]
                 if self.first_token_at is None:
                     self.first_token_at = time.perf_counter()
                 self.pieces.append(piece)
                 yield piece
-                if cut is not None:
+                if cut is not None and not awaiting:
                     self.stopped_early = True
                     break
         finally:

@@ -6,6 +6,7 @@ import re
 
 from coach.text import CITATION, split_sentences
 
+_NAMES = re.compile(r"\b\d+\s?\([a-z]\)", re.IGNORECASE)  # "401(k)" names a plan; it states no figure
 _ENUMERATION = re.compile(r"(?m)^\s*\d{1,2}[.)]\s")
 _FIGURE = re.compile(r"(?<![\w.])\$?\s?(\d{1,3}(?:,\d{3})+|\d+)(?:\.(\d+))?\s?([kKmM](?![a-zA-Z])|%|percent)?")
 _RANGE_UNIT = re.compile(r"(\d+(?:\.\d+)?)\s?[-–]\s?\$?(\d+(?:\.\d+)?)\s?([kKmM])\b")
@@ -13,7 +14,7 @@ _RANGE_UNIT = re.compile(r"(\d+(?:\.\d+)?)\s?[-–]\s?\$?(\d+(?:\.\d+)?)\s?([kKm
 
 def figures(text: str) -> set[str]:
     """Normalised numbers in text: '$150K' and '150,000' both give '150000'; '10%' gives '10'."""
-    text = _ENUMERATION.sub(" ", CITATION.sub(" ", text))
+    text = _ENUMERATION.sub(" ", CITATION.sub(" ", _NAMES.sub(" ", text)))
     # "$150-180K": the unit of the upper end applies to the lower one too.
     text = _RANGE_UNIT.sub(r"\1\3-\2\3", text)
     found = set()

@@ -120,7 +120,9 @@ class StreamGuard:
         # Complete sentences: show or drop.
         while True:
             end = next(boundaries(self.pending), None)
-            if end is None:
+            # A sentence is judged once the next word has come: a citation right after its full stop
+            # ("... $150,000. [38]") belongs to it and may bring the passage that grounds its figure.
+            if end is None or (not self.pending[end:].strip() and not self.pending[:end].endswith("\n")):
                 break
             sentence, self.pending = self.pending[:end], self.pending[end:]
             out.append(self._release(sentence))
@@ -138,6 +140,13 @@ class StreamGuard:
         return sentence
 
     def flush(self) -> str:
-        """The rest, at the end of the answer."""
+        """The rest, at the end of the answer, judged sentence by sentence."""
         rest, self.pending = self.pending, ""
-        return "" if self.leaked else self._release(rest)
+        if self.leaked:
+            return ""
+        out, start = [], 0
+        for end in [*boundaries(rest), len(rest)]:
+            if end > start:
+                out.append(self._release(rest[start:end]))
+                start = end
+        return "".join(out)

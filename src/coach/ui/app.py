@@ -7,15 +7,16 @@ API endpoint for gradio_client.
 
 from __future__ import annotations
 
+import asyncio
 import html
 import ipaddress
 import logging
 import secrets
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import gradio as gr
 
@@ -39,6 +40,7 @@ EXAMPLES = [
     ("Pay", "What is the base salary range in the US?"),
 ]
 Step = tuple[Any, Any, Any, Any]  # chatbot messages, status line, details, conversation
+T = TypeVar("T")
 
 
 # -- backends a person may pick -----------------------------------------------------------------
@@ -154,6 +156,48 @@ def answer_steps(backends: Backends, settings: Settings, message: str, conversat
     yield chat.render(done), gr.skip(), chat.details(turn, error=turn.note), done
 
 
+async def in_background(steps: Callable[[], Generator[T, None, None]]) -> AsyncIterator[T]:
+    """The items of a blocking generator, produced on a worker thread.
+
+    A stop (the event cancelled: the stop button, a closed tab) is felt at once, even while the model is
+    silent; the generator is then closed on its own thread at its next item, which stops the model.
+    """
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[tuple[bool, Any]] = asyncio.Queue()
+    stop = threading.Event()
+
+    def put(item: tuple[bool, Any]) -> None:
+        try:
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+        except RuntimeError:  # the server's loop is gone
+            pass
+
+    def produce() -> None:
+        items = steps()
+        try:
+            for item in items:
+                if stop.is_set():
+                    break
+                put((False, item))
+        except Exception as exc:  # handed to the event, as if raised there
+            put((True, exc))
+        finally:
+            items.close()  # GeneratorExit in the coach's stream: the model stops
+            put((True, None))
+
+    threading.Thread(target=produce, name="coach-answer", daemon=True).start()
+    try:
+        while True:
+            done, item = await queue.get()
+            if done:
+                if item is not None:
+                    raise item
+                return
+            yield item
+    finally:
+        stop.set()
+
+
 def settle(conversation: Conversation | None) -> Conversation | None:
     """After an answer stopped by the person: its last turn is kept as stopped, not as still answering."""
     last = chat.turns(conversation)[-1:] if conversation else []
@@ -188,8 +232,8 @@ def build_ui(coach: Coach, settings: Settings) -> gr.Blocks:
     except CoachError:
         role = "this role"
 
-    def on_submit(message: str, conversation: Conversation | None, backend: str | None, top_k: float | None
-                  ) -> Iterator[tuple[Any, ...]]:
+    def submit_steps(message: str, conversation: Conversation | None, backend: str | None, top_k: float | None
+                     ) -> Generator[tuple[Any, ...], None, None]:
         if not (message or "").strip():
             yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
             return
@@ -197,17 +241,30 @@ def build_ui(coach: Coach, settings: Settings) -> gr.Blocks:
         for step in answer_steps(backends, settings, message, conversation, backend, top_k):
             yield busy, *step
 
-    def on_api(message: str, conversation: Conversation | None, backend: str | None, top_k: float | None
-               ) -> Iterator[Step]:
+    def api_steps(message: str, conversation: Conversation | None, backend: str | None, top_k: float | None
+                  ) -> Generator[Step, None, None]:
         if not (message or "").strip():
             yield gr.skip(), gr.skip(), gr.skip(), gr.skip()
             return
         yield from answer_steps(backends, settings, message, conversation, backend, top_k)
 
-    def on_example(conversation: Conversation | None, backend: str | None, top_k: float | None,
-                   data: gr.SelectData) -> Iterator[tuple[Any, ...]]:
+    # Async generators, so that a stop is felt while the model is silent (see in_background).
+    async def on_submit(message: str, conversation: Conversation | None, backend: str | None,
+                        top_k: float | None) -> AsyncIterator[tuple[Any, ...]]:
+        async for step in in_background(lambda: submit_steps(message, conversation, backend, top_k)):
+            yield step
+
+    async def on_api(message: str, conversation: Conversation | None, backend: str | None, top_k: float | None
+                     ) -> AsyncIterator[Step]:
+        async for step in in_background(lambda: api_steps(message, conversation, backend, top_k)):
+            yield step
+
+    async def on_example(conversation: Conversation | None, backend: str | None, top_k: float | None,
+                         data: gr.SelectData) -> AsyncIterator[tuple[Any, ...]]:
         value = data.value if isinstance(data.value, dict) else {}
-        yield from on_submit(str(value.get("text", "")), conversation, backend, top_k)
+        question = str(value.get("text", ""))
+        async for step in in_background(lambda: submit_steps(question, conversation, backend, top_k)):
+            yield step
 
     def on_like(conversation: Conversation | None, data: gr.LikeData) -> str:
         return record_feedback(feedback, chat.feedback_row(conversation, data.index, data.liked))

@@ -1,0 +1,268 @@
+"""A person's profile: what they told the coach about themselves, read by rules; unknown stays unknown.
+
+Numbers, degrees, skills and titles that the role card names are read deterministically from what the
+person wrote (a chat message, a résumé, a file). A language model may fill fields the rules left empty,
+but only as JSON of the Profile schema, validated here (see `with_model`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from coach.planner.card import DEGREES, RoleCard
+
+DegreeLevel = Literal["none", "bachelor", "master", "phd"]
+MAX_YEARS = 60  # a working life: more than this is a typo, not a career
+
+_NUMBER_WORDS = {w: n for n, w in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+    "seventeen eighteen nineteen twenty".split())}
+_NUMBER_WORDS.update({"a": 1, "an": 1, "a couple of": 2, "a few": 3, "several": 3, "thirty": 30, "forty": 40})
+_NUM = r"(\d+(?:\.\d+)?|" + "|".join(sorted(map(re.escape, _NUMBER_WORDS), key=len, reverse=True)) + r")"
+_ABOUT = r"(?:about |around |roughly |nearly |almost |over |more than |some |close to )?"
+_YEARS = rf"{_ABOUT}{_NUM}\+?\s*(?:years?|yrs?)"
+_DEV = r"(?:software |professional |hands-on |industry )?(?:development|developer|engineering|engineer|programming|" \
+       r"programmer|coding|coder|software|experience)"
+_LEAD = r"(?:technical |team |people |engineering |tech )?(?:leadership|management|managing|leading|manager|lead|leader)"
+_PATTERNS_DEV = [
+    re.compile(rf"{_YEARS}\s+(?:of\s+|as\s+an?\s+|in\s+|doing\s+)?(?:\w+\s+){{0,2}}?{_DEV}\b", re.IGNORECASE),
+    re.compile(rf"\b(?:developer|engineer|programmer|coding|programming|developing)\b[^.;]{{0,30}}?\bfor\s+{_YEARS}",
+               re.IGNORECASE),
+]
+_PATTERNS_LEAD = [
+    re.compile(rf"{_YEARS}\s+(?:of\s+|as\s+an?\s+|in\s+)?(?:a\s+)?{_LEAD}\b", re.IGNORECASE),
+    re.compile(rf"{_YEARS}\s+(?:leading|managing|running)\b", re.IGNORECASE),
+    re.compile(rf"\b(?:led|lead|leading|managed|manage|managing|run|ran|running|supervis\w*)\b[^.;]{{0,40}}?\bfor\s+"
+               rf"{_YEARS}", re.IGNORECASE),
+]
+_NEVER_LED = re.compile(r"\b(?:never|not yet|haven't|have not|hasn't|didn't|did not)\s+(?:\w+\s+){0,2}?"
+                        r"(?:led|lead|managed|manage|supervised)\b|\bno (?:leadership|management|people[- ]management)"
+                        r"(?: experience)?\b", re.IGNORECASE)
+_PEOPLE = [
+    re.compile(rf"\bteam of {_NUM}\b", re.IGNORECASE),
+    re.compile(rf"\b{_NUM}\s+(?:direct reports|reports|engineers|developers|people|scientists)\b(?! years)",
+               re.IGNORECASE),
+]
+_TOTAL = re.compile(rf"{_YEARS}\s+(?:of\s+)?(?:experience|work(?:ing)?)\s+(?:in total|overall|altogether|total)"
+                    rf"|{_YEARS}\s+(?:in total|overall|altogether)", re.IGNORECASE)
+_DEGREE = {
+    "phd": re.compile(r"\bph\.?\s?d\b|\bdoctorate\b|\bdoctoral\b", re.IGNORECASE),
+    "master": re.compile(r"\bmaster'?s?\b|\bm\.?sc?\b(?=\s|,|\.|$)|\bmba\b|\bm\.s\.", re.IGNORECASE),
+    "bachelor": re.compile(r"\bbachelor'?s?\b|\bb\.?sc?\b(?=\s|,|\.|$)|\bb\.s\.|\bundergraduate degree\b|"
+                           r"\bbachelors\b", re.IGNORECASE),
+}
+_NO_DEGREE = re.compile(r"\b(?:no|without an?|never got an?|don't have an?|do not have an?)\s+(?:college |university )?"
+                        r"degree\b|\bdropped out\b|\bself-taught\b", re.IGNORECASE)
+_FIELD = re.compile(r"(?:in|of)\s+([A-Za-z][A-Za-z &/-]{2,40}?)(?=[.,;!?)]|\s+(?:and|but|from|at|with|which|"
+                    r"is|so|or)\b|$)", re.IGNORECASE)
+_SKILL_LIST = re.compile(r"\b(?:i know|i use|i've used|i have used|i work with|i'm (?:good|experienced|proficient) "
+                         r"(?:at|in|with)|i am (?:good|experienced|proficient) (?:at|in|with)|my skills(?: are| include)?"
+                         r"|skills:|experienced (?:in|with)|proficient (?:in|with)|familiar with)\s*:?\s*"
+                         r"([^.;!?\n]+)", re.IGNORECASE)
+_SALARY = re.compile(r"\b(?:earn|make|paid|salary(?: is| of)?|base(?: pay| salary)?(?: is| of)?)\s+(?:about |around )?"
+                     r"\$?\s?(\d{2,3}(?:,\d{3})+|\d{2,3}\s?[kK]|\d{5,7})\b", re.IGNORECASE)
+_LOCATION = re.compile(r"\b(?:i live in|i'm based in|i am based in|based in|located in|i work in)\s+"
+                       r"([A-Z][\w.'-]*(?:[ ,]+[A-Z][\w.'-]*){0,3})")
+_TITLE = re.compile(r"\b(?:i'm|i am|i work as|working as|currently)\s+(?:a|an|the)\s+([a-z][\w/ .-]{2,50}?)"
+                    r"(?=\s+(?:with|and|who|at|in|for|of \d|,)|[.,;!?]|$)", re.IGNORECASE)
+_ALIASES = {"gcp": "Google Cloud", "sklearn": "scikit-learn", "tf": "TensorFlow", "nlp": "natural language processing",
+            "ml algorithms": "machine learning algorithms", "cicd": "CI/CD", "ci cd": "CI/CD"}
+
+
+class Profile(BaseModel):
+    """What is known about a person. None (or an empty list) means not known, never "none"."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    years_development: float | None = Field(None, ge=0, le=MAX_YEARS, description="Years of software development.")
+    years_leadership: float | None = Field(None, ge=0, le=MAX_YEARS, description="Years in technical leadership.")
+    people_managed: int | None = Field(None, ge=0, le=100_000, description="People led or managed at most.")
+    degree: DegreeLevel | None = Field(None, description="Highest degree: none, bachelor, master or phd.")
+    degree_field: str | None = Field(None, max_length=80, description="Field of the highest degree.")
+    skills: list[str] = Field(default_factory=list, max_length=200, description="Skills and technologies named.")
+    current_title: str | None = Field(None, max_length=80, description="Current job title, as said.")
+    current_level: str | None = Field(None, max_length=80, description="Rung of the role's ladder, if on it.")
+    current_base_salary: int | None = Field(None, ge=0, le=100_000_000, description="Current base salary (USD).")
+    location: str | None = Field(None, max_length=80, description="Where the person works.")
+    target_role: str | None = Field(None, max_length=120, description="The role the person aims for.")
+
+    def known(self) -> dict[str, Any]:
+        """The fields that are known."""
+        return {k: v for k, v in self.model_dump().items() if v not in (None, [], "")}
+
+    def merged(self, newer: Profile) -> Profile:
+        """This profile updated with what `newer` knows (skills are added, not replaced)."""
+        data = {**self.model_dump(), **{k: v for k, v in newer.known().items() if k != "skills"}}
+        data["skills"] = list(dict.fromkeys([*self.skills, *newer.skills]))
+        return Profile.model_validate(data)
+
+
+@dataclass
+class Reading:
+    """A profile read from text, and what could not be taken as said (one clear sentence each)."""
+
+    profile: Profile
+    problems: list[str] = field(default_factory=list)
+    evidence: dict[str, str] = field(default_factory=dict)  # field -> the words it was read from
+
+
+def _number(word: str) -> float:
+    word = word.lower().strip()
+    return float(_NUMBER_WORDS[word]) if word in _NUMBER_WORDS else float(word)
+
+
+def _first(patterns: Iterable[re.Pattern[str]], text: str) -> re.Match[str] | None:
+    found = [m for m in (p.search(text) for p in patterns) if m]
+    return min(found, key=lambda m: m.start()) if found else None
+
+
+def _years(match: re.Match[str]) -> float:
+    return _number(next(g for g in match.groups() if g is not None))
+
+
+def matches_term(term: str, text: str) -> bool:
+    """Whether text names the term (whole words, any case; "MLflow" names "MLFlow", "SageMaker" "AWS SageMaker")."""
+    words = re.escape(term.lower()).replace(r"\ ", r"[\s-]+").replace(r"\-", r"[\s-]?")
+    if re.search(rf"(?<![\w+#]){words}(?![\w+#])", text.lower()):
+        return True
+    tail = term.split()[-1]  # "AWS SageMaker" is named by "SageMaker"
+    return len(term.split()) > 1 and tail[:1].isupper() and bool(re.search(rf"(?<!\w){re.escape(tail.lower())}(?!\w)",
+                                                                            text.lower()))
+
+
+def skills_in(text: str, card: RoleCard) -> list[str]:
+    """The card's vocabulary named in text, then the rest of any list the person gives ("I know X, Y and Z")."""
+    lowered = text.lower()
+    for alias, term in _ALIASES.items():
+        if re.search(rf"(?<!\w){re.escape(alias)}(?!\w)", lowered):
+            text += f" {term}"
+    found = [t for t in card.vocabulary if matches_term(t, text)]
+    for listed in _SKILL_LIST.finditer(text):
+        for item in re.split(r",\s*|\s+and\s+|\s+or\s+|/", listed.group(1)):
+            item = re.sub(r"^(?:also |some |a bit of |basic )", "", item.strip(), flags=re.IGNORECASE).strip(" .")
+            item = _ALIASES.get(item.lower(), item)
+            if 1 <= len(item) <= 40 and len(item.split()) <= 4 and not any(matches_term(t, item) for t in found):
+                found.append(item)
+    return list(dict.fromkeys(found))
+
+
+_PLANNED = re.compile(r"(?:get|getting|pursue|pursuing|do|doing|take|taking|consider|considering|start|starting|"
+                      r"plan(?:ning)? to|thinking of|worth|need|require[sd]?|should i get)\s+(?:a\s+|an\s+|the\s+)?$",
+                      re.IGNORECASE)
+
+
+def _degrees_held(text: str) -> tuple[str, re.Match[str]] | None:
+    """The highest degree the person says they have (one they might get, "should I get a master's?", is not)."""
+    held = []
+    for level in ("phd", "master", "bachelor"):
+        for m in _DEGREE[level].finditer(text):
+            if not _PLANNED.search(text[max(0, m.start() - 30):m.start()]):
+                held.append((level, m))
+    return max(held, key=lambda h: degree_rank(h[0])) if held else None
+
+
+def _level(text: str, card: RoleCard) -> str | None:
+    """The rung of the ladder the person says they are on ("a mid-level manager", "I'm a VP of AI/ML")."""
+    text = re.sub(re.escape(card.role), " ", text, flags=re.IGNORECASE)  # naming the role is not holding it
+    for rung in card.ladder:
+        if rung.tier:
+            continue
+        words = [w for w in re.findall(r"[A-Za-z]+", rung.title) if w.lower() not in {"of", "level", "the"}]
+        pattern = r"[\s/-]+(?:of\s+)?".join(map(re.escape, words))
+        if rung.above_role and re.search(rf"\b{pattern}\b", text, re.IGNORECASE):
+            return rung.title
+        band = rf"\b{pattern}(?:[\s-]*level)?\s+(?:\w+\s+){{0,2}}?manager\b|\b{pattern}\b[^.?!]{{0,30}}\bin this role\b"
+        if not rung.above_role and re.search(band, text, re.IGNORECASE):
+            return rung.title
+    return None
+
+
+def read_profile(text: str, card: RoleCard) -> Reading:
+    """The profile stated in text (a message, a résumé); what is not stated stays unknown."""
+    reading = Reading(Profile())
+    data: dict[str, Any] = {}
+    if m := _first(_PATTERNS_LEAD, text):
+        data["years_leadership"], reading.evidence["years_leadership"] = _years(m), m.group(0)
+    elif m := _NEVER_LED.search(text):
+        data["years_leadership"], data["people_managed"] = 0, 0
+        reading.evidence["years_leadership"] = m.group(0)
+    # Development years: the first years phrase that is not the leadership one.
+    for m in sorted((m for p in _PATTERNS_DEV for m in p.finditer(text)), key=lambda m: m.start()):
+        if m.group(0) != reading.evidence.get("years_leadership") and not _TOTAL.match(text, m.start()):
+            data["years_development"], reading.evidence["years_development"] = _years(m), m.group(0)
+            break
+    if m := _first(_PEOPLE, text):
+        data["people_managed"], reading.evidence["people_managed"] = int(_number(m.group(1))), m.group(0)
+    if _NO_DEGREE.search(text):
+        data["degree"] = "none"
+    elif held := _degrees_held(text):
+        level, m = held
+        data["degree"], reading.evidence["degree"] = level, m.group(0)
+        rest = re.sub(r"^(?:['’]?s)?(?:\s+degree)?\s*", " ", text[m.end():])
+        if f := _FIELD.match(rest.lstrip()):
+            data["degree_field"] = f.group(1).strip()
+    data["skills"] = skills_in(text, card)
+    if level := _level(text, card):
+        data["current_level"] = level
+    if m := _TITLE.search(text):
+        data["current_title"] = m.group(1).strip()
+    if m := _SALARY.search(text):
+        raw = m.group(1).replace(",", "").replace(" ", "")
+        data["current_base_salary"] = int(float(raw[:-1]) * 1000) if raw[-1] in "kK" else int(raw)
+    if m := _LOCATION.search(text):
+        data["location"] = m.group(1).strip(" ,")
+    _check(text, data, reading)
+    try:
+        reading.profile = Profile.model_validate(data)
+    except ValidationError as exc:  # a value out of range: leave that field unknown, say why
+        for err in exc.errors():
+            name = str(err["loc"][0])
+            reading.problems.append(f"I could not use {name.replace('_', ' ')} = {data.get(name)!r}.")
+            data.pop(name, None)
+        reading.profile = Profile.model_validate(data)
+    return reading
+
+
+def _check(text: str, data: dict[str, Any], reading: Reading) -> None:
+    """Absurd numbers and contradictions: the field stays unknown and the person is told in one sentence."""
+    for name, what in (("years_development", "software development"), ("years_leadership", "technical leadership")):
+        value = data.get(name)
+        if value is not None and value > MAX_YEARS:
+            reading.problems.append(f"{value:g} years of {what} is more than a working life, so I left it out: "
+                                    "please check the number.")
+            data.pop(name)
+    total = _TOTAL.search(text)
+    if total:
+        overall = _years(total)
+        for name, what in (("years_development", "software development"), ("years_leadership", "leadership")):
+            if data.get(name) is not None and data[name] > overall:
+                reading.problems.append(f"You mention {data[name]:g} years of {what} but {overall:g} years of "
+                                        f"experience in total; which is right? I left the {what} years out until "
+                                        "you tell me.")
+                data.pop(name)
+
+
+def profile_schema() -> dict[str, Any]:
+    """The JSON schema a model must follow when it helps read a profile."""
+    return Profile.model_json_schema()
+
+
+def from_model_json(raw: str) -> Profile | None:
+    """A profile from a model's JSON reply, validated; None when it is not valid JSON of the schema."""
+    try:
+        return Profile.model_validate(json.loads(raw))
+    except (ValueError, ValidationError):
+        return None
+
+
+def degree_rank(level: str | None) -> int:
+    """0 for none, then bachelor < master < phd; -1 when unknown."""
+    if level is None:
+        return -1
+    return 0 if level == "none" else DEGREES.index(level) + 1
