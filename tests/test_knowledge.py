@@ -199,7 +199,8 @@ def test_every_chunk_has_its_metadata(real_kb: knowledge.KnowledgeBase, real_fil
         assert meta["source"].endswith(".md") and (repo_root / "knowledge" / meta["source"]).is_file()
         assert meta["heading_path"] == " > ".join(p for p in (ROLE, chunk.section, chunk.subsection) if p)
         assert re.fullmatch(r"[0-9a-f]{16,64}", meta["hash"])
-        assert all(isinstance(v, str) for v in meta.values())
+        assert isinstance(meta["position"], int) and meta["position"] >= 0
+        assert all(isinstance(v, str) for k, v in meta.items() if k != "position")
 
 
 def test_chunk_ids_are_unique(real_kb: knowledge.KnowledgeBase) -> None:
@@ -378,3 +379,14 @@ def test_real_files_name_their_role(real_files: list[Path]) -> None:
     for path in real_files:
         text = path.read_text(encoding="utf-8")
         assert text.startswith("---\n") and f"role: {ROLE}" in text.split("\n---", 1)[0], path.name
+
+
+
+def test_chunks_keep_their_place_in_the_file(repo_root: Path) -> None:
+    chunks = knowledge.load(repo_root / "knowledge", 70).chunks
+    by_file: dict[str, list[int]] = {}
+    for c in chunks:
+        by_file.setdefault(c.source, []).append(c.position)
+    assert all(positions == list(range(len(positions))) for positions in by_file.values())
+    requirements = [c.subsection for c in chunks if c.source == "03-requirements.md"]
+    assert requirements.index("Educational Background") < requirements.index("Additional Desirable Skills")

@@ -29,6 +29,8 @@ class Answer:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     generation_s: float = 0.0
+    route: str = "answer"  # answer (retrieval and the model), plan (the career planner), refusal, not_covered
+    plan: dict[str, Any] | None = None  # the planner's assessment, as data
     prompt: str = field(default="", repr=False)  # the user message the model was sent
     raw: str = field(default="", repr=False)  # what the model said, before any check or renumbering
 
@@ -51,7 +53,8 @@ class Answer:
             "backend": self.backend, "model": self.model, "out_of_scope": self.out_of_scope,
             "injection": self.injection, "fallback": self.fallback, "removed_figures": self.removed_figures,
             "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
-            "tokens_per_second": round(self.tokens_per_second, 2),
+            "tokens_per_second": round(self.tokens_per_second, 2), "route": self.route,
+            **({"plan": self.plan} if self.plan is not None else {}),
         }
 
 

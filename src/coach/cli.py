@@ -1,4 +1,4 @@
-"""The `coach` command: models, index, search, ask, chat, eval, serve."""
+"""The `coach` command: models, index, search, ask, chat, plan, eval, serve."""
 
 from __future__ import annotations
 
@@ -205,6 +205,61 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _profile_file(path: Path, coach: Any) -> Any:
+    """A profile from a file: YAML or JSON fields, or a résumé (PDF, DOCX, Markdown, text) read by rules."""
+    from pydantic import ValidationError
+
+    from coach.planner import Profile, Reading, read_profile, with_model_help
+    from coach.planner.resume import resume_text
+
+    if path.suffix.lower() in (".yaml", ".yml", ".json"):
+        import yaml
+
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            return Reading(Profile.model_validate(data))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            raise CoachError(f"{path} cannot be read as YAML or JSON ({type(exc).__name__}).") from None
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise CoachError(f"{path}: {'.'.join(map(str, first['loc'])) or 'profile'}: {first['msg']}") from None
+    text = resume_text(path)
+    card = coach.planner.card(coach.retriever.library())
+    reading = read_profile(text, card)
+    if coach.settings.profile_model_help and coach.backend.generative:
+        reading = with_model_help(reading, coach.prompts.render("profile_extract", text=text[:2000]), coach.backend)
+    return reading
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    """`coach plan ["I have 6 years ..."] [--profile FILE] [--json]`: the assessment of a person, by rules."""
+    from coach.planner import assess, read_profile, render, to_dict
+
+    if not (args.text or "").strip() and args.profile is None:
+        _say('error: tell me about yourself, e.g. coach plan "I have 6 years as a developer", or give --profile FILE')
+        return EXIT_USAGE
+    coach = _coach(args)
+    card = coach.planner.card(coach.retriever.library())
+    base = _profile_file(Path(args.profile), coach) if args.profile else None
+    said = read_profile(args.text or "", card)
+    profile = base.profile.merged(said.profile) if base else said.profile
+    problems = [*(base.problems if base else []), *said.problems]
+    assessment = assess(profile, card)
+    question = args.text or "Am I ready for this role, and what should I focus on?"
+    report = render(assessment, question, problems)
+    if args.json:
+        print(json.dumps({**to_dict(assessment, problems), "answer": report.text,
+                          "sources": [{"n": n, "label": c.label, "source": c.source}
+                                      for n, c in enumerate(report.cites, 1)]}, ensure_ascii=False, indent=1))
+        return 0
+    print(report.text)
+    if report.cites:
+        print("\nSources:")
+        for n, c in enumerate(report.cites, 1):
+            print(f"[{n}] {c.label} ({c.source})")
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """`coach serve`: the chat UI (builds the index first if needed)."""
     from coach.ui import serve
@@ -258,6 +313,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="write one JSON line per question here")
     p.add_argument("--summary-json", help="write the summaries as JSON here")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("plan", parents=[common, backend], help="assess yourself against the role: verdict, gaps, plan")
+    p.add_argument("text", nargs="?", default="", help='what you would tell a coach: "I have 6 years as a developer"')
+    p.add_argument("--profile", help="a profile file: YAML/JSON fields, or a résumé (PDF, DOCX, Markdown, text)")
+    p.add_argument("--json", action="store_true", help="one JSON object: profile, verdict, requirements, ladder, ...")
+    p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("serve", parents=[common, backend], help="start the chat UI")
     p.add_argument("--host", help="address to listen on (COACH_HOST; non-loopback needs COACH_ALLOW_REMOTE)")

@@ -3,7 +3,9 @@
     conversation (clean, history, standalone) -> retrieval (passages, evidence) -> prompting (mode, messages,
     citation map) -> generation (backend stream, soft stop, timing) -> checks (stream guard, final check)
 
-Each stage is a module of its own; this one only calls them in order and reports events.
+A personal career-planning question takes the planner's route instead (planner/: role card, profile,
+assessment by rules, cited report). Each stage is a module of its own; this one calls them in order and
+reports events.
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ from coach.errors import BackendUnavailableError, CoachError
 from coach.generation import Response
 from coach.guards import looks_like_injection, secret_ngrams
 from coach.llm.base import ChatBackend, Request
+from coach.planner import Planner, Profile
 from coach.prompting import Prompt, Prompter
 from coach.prompts import Prompts
-from coach.retrieval import HybridRetriever
+from coach.retrieval import HybridRetriever, Library
 
 SYSTEM_PROMPTS = ("system_knowledge", "system_passages")
 
@@ -42,6 +45,7 @@ class Coach:
         embedder = retriever.embedder
         self.similarity = similarity or extractive.UnitSimilarity(embedder.embed_query, embedder.embed_documents)
         self.secret = secret_ngrams(prompts.template(name).template for name in SYSTEM_PROMPTS)
+        self.planner = Planner(embedder.embed_documents)
         self.warm_error: str | None = None
 
     @property
@@ -80,6 +84,7 @@ class Coach:
             mode = self.prompter.mode(self.backend, library)
             if mode == "knowledge":  # a knowledge base small enough to be the prefix: embed its units now
                 self.similarity.prepare(list(library.passages))
+            self.planner.card(library)
             self.backend.prepare(self.prompter.system(mode, library))
         except CoachError as exc:
             self.warm_error = str(exc)
@@ -91,23 +96,32 @@ class Coach:
         return thread
 
     # -- answering ------------------------------------------------------------------------------------------
-    def answer(self, question: str, history: list[dict[str, Any]] | None = None, top_k: int | None = None) -> Answer:
+    def answer(self, question: str, history: list[dict[str, Any]] | None = None, top_k: int | None = None,
+               profile: Profile | None = None) -> Answer:
         """The finished answer to one question (the stream, consumed)."""
         final = None
-        for event in self.stream(question, history, top_k):
+        for event in self.stream(question, history, top_k, profile):
             final = event.answer or final
         assert final is not None
         return final
 
-    def stream(self, question: str, history: list[dict[str, Any]] | None = None,
-               top_k: int | None = None) -> Iterator[Event]:
-        """Answer one question in the context of history, as a stream of events ending with `done`."""
+    def stream(self, question: str, history: list[dict[str, Any]] | None = None, top_k: int | None = None,
+               profile: Profile | None = None) -> Iterator[Event]:
+        """Answer one question in the context of history, as a stream of events ending with `done`.
+
+        `profile` is what the person saved about themselves (the UI's form); the planner reads the rest
+        from the conversation.
+        """
         start = time.perf_counter()
         question = conversation.clean_question(question, self.settings.max_question_chars)
         answer = Answer(question, question, backend=self.backend_name, model=self.model_name)
         if looks_like_injection(question):
-            answer.injection = True
+            answer.injection, answer.route = True, "refusal"
             yield self._done(answer, self._refusal(), start)
+            return
+        library = self.retriever.library()
+        if self.planner.wants(question, history, self.planner.card(library), profile):
+            yield from self._plan(answer, history, profile, library, start)
             return
 
         earlier = conversation.history(history, self.replay)
@@ -115,7 +129,7 @@ class Coach:
         answer.standalone = conversation.standalone(question, recent, self.backend, self.prompts)
         passages = self.retriever.search(answer.standalone, k=top_k or self.settings.top_k)
         if not self.retriever.covered(passages):
-            answer.out_of_scope = True
+            answer.out_of_scope, answer.route = True, "not_covered"
             yield self._done(answer, self._not_covered(), start)
             return
         evidence = extractive.gather(answer.standalone, passages, self.prompts.render("extractive_intro"),
@@ -150,6 +164,18 @@ class Coach:
         if answer.replayable and prompt.mode == "knowledge":
             self.replay.remember(checked.text, answer.question, prompt.user, answer.raw)
         yield self._done(answer, checked.text, start)
+
+    def _plan(self, answer: Answer, history: list[dict[str, Any]] | None, profile: Profile | None,
+              library: Library, start: float) -> Iterator[Event]:
+        """The planner's answer: the assessment by rules, in words, citing the passages it rests on."""
+        plan = self.planner.answer(answer.question, history, library, profile)
+        by_id = {p.id: p for p in library.passages}
+        answer.route, answer.plan = "plan", plan.to_dict()
+        answer.sources = [by_id[c.passage_id] for c in plan.report.cites if c.passage_id in by_id]
+        yield Event("sources", text="", sources=list(answer.sources))
+        answer.ttft_ms = (time.perf_counter() - start) * 1000
+        yield Event("token", text=plan.report.text, sources=list(answer.sources))
+        yield self._done(answer, plan.report.text, start)
 
     def _write(self, answer: Answer, response: Response, checks: StreamChecks, start: float) -> Iterator[Event]:
         """Stream the model's pieces through the checks; stop the model if it starts to leak the prompt."""

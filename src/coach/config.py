@@ -78,6 +78,16 @@ class Settings(BaseSettings):
     history_tokens: int = Field(600, description="Token budget of the chat history sent to the model.")
     max_question_chars: int = Field(2000, ge=10, description="Longest question accepted, in characters.")
 
+    # Career planner
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL of the database for profiles and plan progress (default: SQLite "
+        "DATA_DIR/coach.db; e.g. postgresql+psycopg://user@host/coach)."
+    )
+    profile_model_help: bool = Field(
+        True, description="Let the chat model help read a résumé (job title, location) through JSON of the "
+        "profile schema; numbers, degrees and skills are always read by rules."
+    )
+
     # Web UI
     host: str = Field("127.0.0.1", description="Address the chat UI listens on.")
     port: int = Field(7860, description="Port of the chat UI.")
@@ -90,6 +100,11 @@ class Settings(BaseSettings):
     def chroma_dir(self) -> Path:
         """The embedded Chroma folder."""
         return self.chroma_path or self.data_dir / "chroma"
+
+    @property
+    def database(self) -> str:
+        """The database URL (SQLite in the data folder unless COACH_DATABASE_URL is set)."""
+        return self.database_url or f"sqlite:///{(self.data_dir / 'coach.db').resolve()}"
 
     @property
     def feedback_file(self) -> Path:

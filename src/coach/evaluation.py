@@ -218,12 +218,14 @@ _COLUMNS = [("questions", "n"), ("hit@3", "hit@3"), ("mrr", "MRR"), ("fact_recal
 
 def format_table(summaries: dict[str, dict[str, Any]]) -> str:
     """The summaries as a Markdown table, one row per file."""
-    def cell(v: Any) -> str:
+    def cell(key: str, v: Any) -> str:
         if v is None:
             return "-"
-        return f"{v:.3f}" if isinstance(v, float) and abs(v) < 10 else f"{v:.0f}" if isinstance(v, float) else str(v)
+        if isinstance(v, float):
+            return f"{v:.0f}" if key.endswith("_ms") else f"{v:.3f}"
+        return str(v)
 
     head = "| file | " + " | ".join(label for _, label in _COLUMNS) + " |"
-    rows = [f"| {name} | " + " | ".join(cell(s.get(key)) for key, _ in _COLUMNS) + " |"
+    rows = [f"| {name} | " + " | ".join(cell(key, s.get(key)) for key, _ in _COLUMNS) + " |"
             for name, s in summaries.items()]
     return "\n".join([head, "|" + "---|" * (len(_COLUMNS) + 1), *rows])

@@ -21,6 +21,7 @@ class Chunk:
     section: str
     subsection: str
     source: str
+    position: int = 0  # the chunk's place in its file (the planner reads requirements in the order written)
 
     @property
     def heading_path(self) -> str:
@@ -38,18 +39,19 @@ class Chunk:
 
     @property
     def hash(self) -> str:
-        """Content hash: changes whenever the text or its heading path (role included) changes."""
-        return hashlib.sha256(f"{self.heading_path}\n{self.text}".encode()).hexdigest()[:32]
+        """Content hash: changes whenever the text, its heading path (role included) or its place changes."""
+        return hashlib.sha256(f"{self.heading_path}\n{self.position}\n{self.text}".encode()).hexdigest()[:32]
 
     @property
     def label(self) -> str:
         """Section > Subsection, as shown to a person."""
         return f"{self.section} > {self.subsection}" if self.subsection else self.section
 
-    def metadata(self) -> dict[str, str]:
+    def metadata(self) -> dict[str, str | int]:
         """Flat metadata stored beside the vector."""
         return {"role": self.role, "section": self.section, "subsection": self.subsection,
-                "source": self.source, "heading_path": self.heading_path, "hash": self.hash}
+                "source": self.source, "heading_path": self.heading_path, "hash": self.hash,
+                "position": self.position}
 
 
 @dataclass
@@ -178,7 +180,7 @@ def parse_file(path: Path, root: Path, max_words: int, default_role: str = "") -
     groups.append((section, subsection, lines))
     if not seen_heading:
         raise CoachError(f"{path}: has no headings; skipped")
-    chunks = []
+    chunks: list[Chunk] = []
     counters: dict[tuple[str, str], int] = {}  # a (section, subsection) may come back after a deeper heading
     for sec, sub, group_lines in groups:
         for piece in _pack(_blocks(group_lines), max_words):
@@ -187,7 +189,7 @@ def parse_file(path: Path, root: Path, max_words: int, default_role: str = "") -
             n = counters.get((sec, sub), 0)
             counters[(sec, sub)] = n + 1
             chunk_id = f"{source}#{_slug(sec)}/{_slug(sub)}/{n}"
-            chunks.append(Chunk(chunk_id, piece, role, sec, sub, source))
+            chunks.append(Chunk(chunk_id, piece, role, sec, sub, source, len(chunks)))
     return chunks
 
 

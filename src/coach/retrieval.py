@@ -55,13 +55,14 @@ class Passage:
     score: float
     dense: float = 0.0
     lexical: float = 0.0
+    position: int = 0  # place in its file
 
     @classmethod
     def from_metadata(cls, pid: str, text: str, meta: dict[str, Any], score: float = 0.0,
                       dense: float = 0.0) -> Passage:
         """A passage from what the index stores beside its vector."""
         return cls(pid, text, meta.get("section", ""), meta.get("subsection", ""), meta.get("source", ""),
-                   meta.get("role", ""), score, dense=dense)
+                   meta.get("role", ""), score, dense=dense, position=int(meta.get("position", 0)))
 
     @property
     def label(self) -> str:

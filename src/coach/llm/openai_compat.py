@@ -72,7 +72,7 @@ class OpenAIBackend:
                 if "api.openai.com" in self.base_url:
                     raise BackendUnavailableError("no API key: set OPENAI_API_KEY or COACH_OPENAI_API_KEY")
                 key = "not-needed"  # local servers (Ollama, llama.cpp, vLLM) accept any key
-            self._client = ChatOpenAI(base_url=self.base_url, api_key=key, model=self.model,  # type: ignore[arg-type]
+            self._client = ChatOpenAI(base_url=self.base_url, api_key=key, model=self.model,
                                       timeout=self._timeout, max_retries=1, streaming=True)
         return self._client
 

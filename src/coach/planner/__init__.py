@@ -15,9 +15,11 @@ from typing import Any
 
 import numpy as np
 
+from coach.errors import BackendUnavailableError
+from coach.llm.base import ChatBackend, Request
 from coach.planner.assess import Assessment, assess
 from coach.planner.card import RoleCard, build_card
-from coach.planner.profile import Profile, Reading, read_profile
+from coach.planner.profile import Profile, Reading, from_model_json, profile_schema, read_profile
 from coach.planner.report import Report, render, to_dict
 from coach.retrieval import Library
 
@@ -36,6 +38,8 @@ _LADDER = re.compile(r"\bsteps? up\b|\bladder\b|\bafter this role\b|\babove (?:m
 _SKILL_STATEMENT = re.compile(r"\bi (?:know|use|work with|have used|am proficient|'m proficient)\b|\bmy skills\b",
                               re.IGNORECASE)
 Embed = Callable[[list[str]], list[list[float]]]
+# What a model may add to a profile: words the rules do not read. Numbers, degrees and skills never come from it.
+MODEL_FIELDS = ("current_title", "location", "target_role", "degree_field")
 
 
 @dataclass
@@ -63,7 +67,7 @@ class Planner:
     def _similarity(self, left: list[str], right: list[str]) -> list[list[float]]:
         assert self._embed is not None
         a, b = np.asarray(self._embed(left), dtype=np.float32), np.asarray(self._embed(right), dtype=np.float32)
-        return (a @ b.T).tolist()  # type: ignore[no-any-return]
+        return (a @ b.T).tolist()
 
     def card(self, library: Library) -> RoleCard:
         """The role card of the index's passages (built once per index revision)."""
@@ -112,3 +116,25 @@ class Planner:
         reading = self.reading(question, history, card, saved)
         assessment = assess(reading.profile, card)
         return Plan(render(assessment, question, reading.problems), assessment, reading)
+
+
+def with_model_help(reading: Reading, prompt: str, backend: ChatBackend) -> Reading:
+    """The reading, with the fields the rules left empty and a model may fill (MODEL_FIELDS) asked of the model.
+
+    `prompt` is prompts/profile_extract.txt rendered with the text. The model must reply with JSON of the
+    Profile schema (constrained where the backend supports it); a reply that is not valid JSON of that
+    schema is ignored, and nothing it says overrides the rules.
+    """
+    missing = [f for f in MODEL_FIELDS if getattr(reading.profile, f) in (None, "")]
+    if not missing or not backend.generative:
+        return reading
+    request = Request([{"role": "user", "content": prompt}], 300, 0.0, json_schema=profile_schema())
+    try:
+        helped = from_model_json("".join(backend.stream(request)))
+    except BackendUnavailableError:
+        return reading
+    if helped is None:
+        return reading
+    extra = {f: getattr(helped, f) for f in missing if getattr(helped, f)}
+    profile = Profile.model_validate({**reading.profile.model_dump(), **extra})
+    return Reading(profile, reading.problems, {**reading.evidence, **{f: "read with the model's help" for f in extra}})

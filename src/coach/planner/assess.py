@@ -5,8 +5,9 @@ A pure function of its inputs, by rules written down here (and in the README), n
 Requirement status
 - years ("8+ years of ..."): met when the person has at least that many; partly when fewer but more than
   none (the gap in years is stated); missing at none; unknown when not told.
-- education: met when the person's degree is at least the one asked (a field not among those named
-  makes it partly, since the text allows "related" fields); missing for no degree; unknown when not told.
+- education: met when the person's degree is at least the one asked (a field not among those named is
+  flagged, and counts when the text accepts a "related field", else makes it partly); missing for a lower
+  degree or none; unknown when not told.
 - leadership practice (the bullets listed beside the leadership years: "lead, mentor, grow teams",
   "people management"): met when the person has led people or led for some years; missing when they
   have never led; else unknown.
@@ -107,13 +108,15 @@ def _education_row(req: Requirement, profile: Profile) -> Row:
         required += f" in {fields} or a related field"
     if profile.degree is None:
         return Row(req, "unknown", "not stated", required)
-    have = profile.degree if profile.degree != "none" else "no degree"
+    have: str = profile.degree if profile.degree != "none" else "no degree"
     if profile.degree_field:
         have += f" in {profile.degree_field}"
     if degree_rank(profile.degree) < degree_rank(req.degree):
         return Row(req, "missing", have, required)
     if profile.degree_field and req.fields and not any(matches_term(f, profile.degree_field) for f in req.fields):
-        return Row(req, "partly", have, required, "check that your field counts as related")
+        if "related" in req.text.lower():  # rules cannot judge "related": the level counts, the field is flagged
+            return Row(req, "met", have, required, f"{profile.degree_field} is not named; a related field is accepted")
+        return Row(req, "partly", have, required, f"{profile.degree_field} is not among the fields asked")
     return Row(req, "met", have, required)
 
 

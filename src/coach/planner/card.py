@@ -168,8 +168,7 @@ def terms_of(bullet: str) -> tuple[tuple[str, ...], int]:
     multiple = bool(re.search(r"\bmultiple\b|\bseveral\b", bullet, re.IGNORECASE))
     if examples:
         items = re.split(r",\s*|\s+or\s+|\s+and\s+", examples.group(1))
-        terms = [t for t in (_clean_term(i) for i in items) if t]
-        return tuple(terms), 2 if multiple else 1
+        return tuple(t for t in (_clean_term(i) for i in items) if t), 2 if multiple else 1
     body = re.sub(r"[.;]\s*$", "", bullet)
     body = re.split(r",?\s+including\s+", body, maxsplit=1)[-1] if " including " in body else body
     body = _TAIL_WORDS.sub("", _LEAD_IN.sub("", body, count=1).strip())
@@ -283,7 +282,7 @@ def _word_overlap(left: list[str], right: list[str]) -> list[list[float]]:
 def _actions(passages: Iterable[Passage]) -> list[Statement]:
     out = []
     for p in passages:
-        if re.search(r"career|development|best practice", p.section, re.IGNORECASE) and "salary" not in p.section.lower():
+        if re.search(r"career|development|best practice", p.section, re.I) and "salary" not in p.section.lower():
             out += [Statement(text, Cite.of(p)) for text in bullets(p.text)]
     return out
 
@@ -291,13 +290,14 @@ def _actions(passages: Iterable[Passage]) -> list[Statement]:
 def build_card(passages: Iterable[Passage], similarity: Similarity | None = None, per_requirement: int = 2
                ) -> RoleCard:
     """The card of the passages' role; `similarity` links each requirement to the actions most like it."""
-    passages = list(passages)
+    passages = sorted(passages, key=lambda p: (p.source, p.position))  # in the order written
     roles = [p.role for p in passages if p.role]
     requirements = _requirements(passages)
     actions = _actions(passages)
     mentions = _mentions(passages)
     if requirements and actions:
-        scores = (similarity or _word_overlap)([_YEARS.sub("", r.text) for r in requirements], [a.text for a in actions])
+        queries = [_YEARS.sub("", r.text) for r in requirements]  # the subject, not the number of years
+        scores = (similarity or _word_overlap)(queries, [a.text for a in actions])
         requirements = [_with_actions(r, row, per_requirement) for r, row in zip(requirements, scores, strict=True)]
     return RoleCard(max(set(roles), key=roles.count) if roles else "this role", tuple(requirements),
                     tuple(_ladder(passages)), tuple(actions), tuple(_conflicts(requirements, mentions)),

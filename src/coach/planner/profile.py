@@ -29,7 +29,8 @@ _ABOUT = r"(?:about |around |roughly |nearly |almost |over |more than |some |clo
 _YEARS = rf"{_ABOUT}{_NUM}\+?\s*(?:years?|yrs?)"
 _DEV = r"(?:software |professional |hands-on |industry )?(?:development|developer|engineering|engineer|programming|" \
        r"programmer|coding|coder|software|experience)"
-_LEAD = r"(?:technical |team |people |engineering |tech )?(?:leadership|management|managing|leading|manager|lead|leader)"
+_LEAD = r"(?:technical |team |people |engineering |tech )?" \
+        r"(?:leadership|management|managing|leading|manager|lead|leader)"
 _PATTERNS_DEV = [
     re.compile(rf"{_YEARS}\s+(?:of\s+|as\s+an?\s+|in\s+|doing\s+)?(?:\w+\s+){{0,2}}?{_DEV}\b", re.IGNORECASE),
     re.compile(rf"\b(?:developer|engineer|programmer|coding|programming|developing)\b[^.;]{{0,30}}?\bfor\s+{_YEARS}",
@@ -37,9 +38,12 @@ _PATTERNS_DEV = [
 ]
 _PATTERNS_LEAD = [
     re.compile(rf"{_YEARS}\s+(?:of\s+|as\s+an?\s+|in\s+)?(?:a\s+)?{_LEAD}\b", re.IGNORECASE),
-    re.compile(rf"{_YEARS}\s+(?:leading|managing|running)\b", re.IGNORECASE),
-    re.compile(rf"\b(?:led|lead|leading|managed|manage|managing|run|ran|running|supervis\w*)\b[^.;]{{0,40}}?\bfor\s+"
-               rf"{_YEARS}", re.IGNORECASE),
+    re.compile(rf"{_YEARS}\s+(?:of\s+(?:\w+\s+)?experience\s+)?(?:leading|managing|running)\b", re.IGNORECASE),
+    # "led a team of five for 2 years", "a manager for 5 years"; not across a clause ("never led a team, I've been
+    # coding for 10 years") nor an aspiration ("I hope to lead a team").
+    re.compile(rf"(?<!to )\b(?:led|lead|leading|managed|manage|managing|manager|run|ran|running|supervis\w*)\b"
+               rf"(?:(?!\b(?:i|i've|i'm|have|has|been|worked|working|coding|programming|writing|developing|developer|"
+               rf"programmer|engineer)\b)[^.;,]){{0,40}}?\bfor\s+{_YEARS}", re.IGNORECASE),
 ]
 _NEVER_LED = re.compile(r"\b(?:never|not yet|haven't|have not|hasn't|didn't|did not)\s+(?:\w+\s+){0,2}?"
                         r"(?:led|lead|managed|manage|supervised)\b|\bno (?:leadership|management|people[- ]management)"
@@ -61,13 +65,14 @@ _NO_DEGREE = re.compile(r"\b(?:no|without an?|never got an?|don't have an?|do no
                         r"degree\b|\bdropped out\b|\bself-taught\b", re.IGNORECASE)
 _FIELD = re.compile(r"(?:in|of)\s+([A-Za-z][A-Za-z &/-]{2,40}?)(?=[.,;!?)]|\s+(?:and|but|from|at|with|which|"
                     r"is|so|or)\b|$)", re.IGNORECASE)
-_SKILL_LIST = re.compile(r"\b(?:i know|i use|i've used|i have used|i work with|i'm (?:good|experienced|proficient) "
-                         r"(?:at|in|with)|i am (?:good|experienced|proficient) (?:at|in|with)|my skills(?: are| include)?"
+_SKILL_LIST = re.compile(r"\b(?:i know|i use|i've used|i have used|i work with|"
+                         r"i'm (?:good|experienced|proficient) (?:at|in|with)|"
+                         r"i am (?:good|experienced|proficient) (?:at|in|with)|my skills(?: are| include)?"
                          r"|skills:|experienced (?:in|with)|proficient (?:in|with)|familiar with)\s*:?\s*"
                          r"([^.;!?\n]+)", re.IGNORECASE)
 _SALARY = re.compile(r"\b(?:earn|make|paid|salary(?: is| of)?|base(?: pay| salary)?(?: is| of)?)\s+(?:about |around )?"
                      r"\$?\s?(\d{2,3}(?:,\d{3})+|\d{2,3}\s?[kK]|\d{5,7})\b", re.IGNORECASE)
-_LOCATION = re.compile(r"\b(?:i live in|i'm based in|i am based in|based in|located in|i work in)\s+"
+_LOCATION = re.compile(r"\b(?i:i live in|i'm based in|i am based in|based in|located in|i work in)\s+"
                        r"([A-Z][\w.'-]*(?:[ ,]+[A-Z][\w.'-]*){0,3})")
 _TITLE = re.compile(r"\b(?:i'm|i am|i work as|working as|currently)\s+(?:a|an|the)\s+([a-z][\w/ .-]{2,50}?)"
                     r"(?=\s+(?:with|and|who|at|in|for|of \d|,)|[.,;!?]|$)", re.IGNORECASE)
@@ -167,17 +172,21 @@ def _degrees_held(text: str) -> tuple[str, re.Match[str]] | None:
     return max(held, key=lambda h: degree_rank(h[0])) if held else None
 
 
+_I_AM = r"(?:i'm|i am|im|i work as|i'm working as|i've been|i have been|as|my (?:current )?(?:role|title|job|" \
+        r"position) is)\s+(?:now\s+|currently\s+)?(?:a|an|the)?\s*"
+
+
 def _level(text: str, card: RoleCard) -> str | None:
-    """The rung of the ladder the person says they are on ("a mid-level manager", "I'm a VP of AI/ML")."""
+    """The rung of the ladder the person says they are on ("I'm a mid-level manager", "I'm a VP of AI/ML")."""
     text = re.sub(re.escape(card.role), " ", text, flags=re.IGNORECASE)  # naming the role is not holding it
     for rung in card.ladder:
         if rung.tier:
             continue
         words = [w for w in re.findall(r"[A-Za-z]+", rung.title) if w.lower() not in {"of", "level", "the"}]
         pattern = r"[\s/-]+(?:of\s+)?".join(map(re.escape, words))
-        if rung.above_role and re.search(rf"\b{pattern}\b", text, re.IGNORECASE):
+        if rung.above_role and re.search(rf"\b{_I_AM}{pattern}\b", text, re.IGNORECASE):
             return rung.title
-        band = rf"\b{pattern}(?:[\s-]*level)?\s+(?:\w+\s+){{0,2}}?manager\b|\b{pattern}\b[^.?!]{{0,30}}\bin this role\b"
+        band = rf"\b{_I_AM}{pattern}(?:[\s-]*level)?\s+(?:\w+\s+){{0,2}}?manager\b"
         if not rung.above_role and re.search(band, text, re.IGNORECASE):
             return rung.title
     return None
@@ -187,14 +196,15 @@ def read_profile(text: str, card: RoleCard) -> Reading:
     """The profile stated in text (a message, a résumé); what is not stated stays unknown."""
     reading = Reading(Profile())
     data: dict[str, Any] = {}
-    if m := _first(_PATTERNS_LEAD, text):
-        data["years_leadership"], reading.evidence["years_leadership"] = _years(m), m.group(0)
+    if lead := _first(_PATTERNS_LEAD, text):
+        data["years_leadership"], reading.evidence["years_leadership"] = _years(lead), lead.group(0)
     elif m := _NEVER_LED.search(text):
         data["years_leadership"], data["people_managed"] = 0, 0
         reading.evidence["years_leadership"] = m.group(0)
     # Development years: the first years phrase that is not the leadership one.
     for m in sorted((m for p in _PATTERNS_DEV for m in p.finditer(text)), key=lambda m: m.start()):
-        if m.group(0) != reading.evidence.get("years_leadership") and not _TOTAL.match(text, m.start()):
+        # not the leadership phrase again ("4 years of leadership experience" says nothing of development)
+        if not (lead and m.start() < lead.end() and lead.start() < m.end()) and not _TOTAL.match(text, m.start()):
             data["years_development"], reading.evidence["years_development"] = _years(m), m.group(0)
             break
     if m := _first(_PEOPLE, text):
@@ -208,8 +218,8 @@ def read_profile(text: str, card: RoleCard) -> Reading:
         if f := _FIELD.match(rest.lstrip()):
             data["degree_field"] = f.group(1).strip()
     data["skills"] = skills_in(text, card)
-    if level := _level(text, card):
-        data["current_level"] = level
+    if rung := _level(text, card):
+        data["current_level"] = rung
     if m := _TITLE.search(text):
         data["current_title"] = m.group(1).strip()
     if m := _SALARY.search(text):

@@ -103,8 +103,9 @@ def _education(a: Assessment, cite: _Citer) -> list[str]:
     out = ["Education:"]
     for r in rows:
         if r.requirement.must:
-            verdict = {"met": "met", "partly": f"met on the level; {r.gap}", "missing": "not met"}[r.status] \
+            verdict = {"met": "met", "partly": "met on the level only", "missing": "not met"}[r.status] \
                 if r.status != "unknown" else "not stated"
+            verdict += f" ({r.gap})" if r.gap else ""
             out.append(f"- Asked: {r.requirement.text.rstrip('.')} {cite(r.requirement.cite)}; you have "
                        f"{r.have}: {verdict}.")
         else:
@@ -113,7 +114,9 @@ def _education(a: Assessment, cite: _Citer) -> list[str]:
 
 
 def _skills(a: Assessment, cite: _Citer) -> list[str]:
-    rows = [r for r in a.rows if r.requirement.kind == "skill" and r.requirement.terms]
+    leading = a.card.minimum_years("leadership")
+    rows = [r for r in a.rows if r.requirement.kind == "skill" and r.requirement.terms
+            and r.requirement.group != (leading.group if leading else None)]
     if not a.profile.skills:
         return []
     met = [r for r in rows if r.status == "met"]
@@ -144,7 +147,8 @@ def _ladder(a: Assessment, cite: _Citer, question: str) -> list[str]:
             return [f"You are at the top of this ladder: {_pay(a.current)} {cite(a.current.cite)}."]
         here = f"You are at {_pay(a.current)} {cite(a.current.cite)}; "
         if len(above) > 1 and re.search(r"steps|ladder|each|all", question, re.IGNORECASE):
-            return [here + "above you: " + ", then ".join(_pay(r) for r in above) + f" {cite(*(r.cite for r in above))}."]
+            rungs = ", then ".join(_pay(r) for r in above)
+            return [here + f"above you: {rungs} {cite(*(r.cite for r in above))}."]
         return [here + f"the next rung is {_pay(above[0])} {cite(above[0].cite)}."]
     beyond = [r for r in steps if r.above_role]
     if re.search(r"after this role|steps? up|ladder|above this", question, re.IGNORECASE) and beyond:
@@ -166,6 +170,30 @@ def _priorities(a: Assessment, cite: _Citer) -> list[str]:
     return out
 
 
+def _years(value: float) -> str:
+    return f"{value:g} year{'' if value == 1 else 's'}"
+
+
+def understood(profile: Any) -> str:
+    """What the assessment rests on, in a line the person can check (and correct in My plan)."""
+    bits = []
+    if profile.years_development is not None:
+        bits.append(f"{_years(profile.years_development)} of software development")
+    if profile.years_leadership is not None:
+        bits.append(f"{_years(profile.years_leadership)} of technical leadership" if profile.years_leadership
+                    else "no leadership yet")
+    if profile.people_managed:
+        bits.append(f"{profile.people_managed} people led")
+    if profile.degree:
+        degree = {"none": "no degree", "phd": "PhD"}.get(profile.degree, f"{profile.degree}'s")
+        bits.append(degree + (f" in {profile.degree_field}" if profile.degree_field else ""))
+    if profile.current_level or profile.current_title:
+        bits.append(f"now {profile.current_level or profile.current_title}")
+    if profile.skills:
+        bits.append("skills: " + ", ".join(profile.skills))
+    return ("I understood: " + "; ".join(bits) + ".") if bits else ""
+
+
 def render(a: Assessment, question: str, problems: list[str] | None = None) -> Report:
     """The answer to a planning question, with its parts in the order of what was asked."""
     cite = _Citer()
@@ -179,6 +207,8 @@ def render(a: Assessment, question: str, problems: list[str] | None = None) -> R
     order = ["verdict", *(o for o in order if o != "verdict")] if a.verdict != "unknown" else \
         [*(o for o in order if o != "verdict"), "verdict"][: len(order)]
     blocks = [lines for name in order if (lines := parts[name]())]
+    if line := understood(a.profile):
+        blocks.insert(0, [f"*{line}*"])
     notes = [*(problems or []), *a.notes]
     text = "\n\n".join("\n".join(lines) for lines in blocks)
     if notes:

@@ -143,6 +143,8 @@ def details(turn: Turn, answer: Answer | None = None, error: str | None = None) 
     data: dict[str, Any] = {"answer": turn.answer, "done": turn.status != "answering", "error": error,
                             "sources": turn.sources or []}
     if answer is not None:
-        data.update(backend=answer.backend, model=answer.model, fallback=answer.fallback,
+        data.update(backend=answer.backend, model=answer.model, fallback=answer.fallback, route=answer.route,
                     out_of_scope=answer.out_of_scope, ttft_ms=answer.ttft_ms, latency_ms=round(answer.latency_ms, 1))
+        if answer.plan is not None:
+            data["plan"] = answer.plan
     return data

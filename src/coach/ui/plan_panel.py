@@ -1,0 +1,330 @@
+"""The "My plan" panel beside the chat: profile form, résumé upload, gap table, ladder chart, checklist.
+
+The panel shows the planner's assessment of the person (coach.planner); nothing here decides anything.
+Profiles and ticked items are kept in the database (coach.planner.store), keyed by the person: their
+user name when the page has a log-in, else a random id kept in their browser.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import pandas as pd
+from pydantic import ValidationError
+
+from coach.coach import Coach
+from coach.errors import CoachError
+from coach.planner import Profile, RoleCard, assess, read_profile, to_dict, with_model_help
+from coach.planner.assess import VERDICT_WORDS, Assessment
+from coach.planner.resume import resume_text
+from coach.planner.store import PlanStore
+
+log = logging.getLogger("coach.ui")
+
+NOT_SAID = "(not said)"
+DEGREE_CHOICES = [NOT_SAID, "none", "bachelor", "master", "phd"]
+STATUS_MARK = {"met": "✓ met", "partly": "◐ partly", "missing": "✗ missing", "unknown": "? unknown"}
+TABLE_HEADERS = ["Requirement", "You", "Required", "Status", "Source"]
+BELOW = "below the range"  # the grey part of each bar, from zero to the range's low end
+CHART_COLORS = {"your rung": "#f97316", "next rung": "#16a34a", "other rungs": "#93c5fd", BELOW: "#e5e7eb"}
+
+
+@dataclass
+class PlanPanel:
+    """The panel's components, in the order the handlers read and write them."""
+
+    fields: list[Any]  # years dev, years lead, people, degree, field, skills, title, level, salary, location
+    save: gr.Button
+    resume: gr.UploadButton
+    verdict: gr.Markdown
+    table: gr.Dataframe
+    chart: gr.BarPlot
+    checklist: gr.CheckboxGroup
+    notice: gr.Markdown
+
+    @property
+    def views(self) -> list[Any]:
+        """What an assessment updates."""
+        return [self.verdict, self.table, self.chart, self.checklist]
+
+
+def build_panel(card: RoleCard, initial: list[Any]) -> PlanPanel:
+    """The panel's components (call inside a layout block); `initial` is panel_views() of an empty profile."""
+    levels = [NOT_SAID, *(r.title for r in card.steps())]
+    verdict = gr.Markdown(initial[0], elem_id="plan-verdict")
+    notice = gr.Markdown(elem_id="plan-notice")
+    with gr.Tabs(elem_id="plan-tabs"):
+        with gr.Tab("Profile", id="profile"):
+            with gr.Row():
+                years_dev = gr.Number(label="Years of software development", minimum=0, maximum=60, precision=1,
+                                      elem_id="plan-years-dev")
+                years_lead = gr.Number(label="Years of technical leadership", minimum=0, maximum=60, precision=1,
+                                       elem_id="plan-years-lead")
+                people = gr.Number(label="People led (most at once)", minimum=0, precision=0, elem_id="plan-people")
+            with gr.Row():
+                degree = gr.Dropdown(DEGREE_CHOICES, value=NOT_SAID, label="Highest degree", elem_id="plan-degree")
+                field = gr.Textbox(label="Field of study", elem_id="plan-field")
+            skills = gr.Dropdown(list(card.vocabulary), multiselect=True, allow_custom_value=True, label="Skills",
+                                 elem_id="plan-skills")
+            with gr.Row():
+                title = gr.Textbox(label="Current title", elem_id="plan-title")
+                level = gr.Dropdown(levels, value=NOT_SAID, label="Rung on this ladder", elem_id="plan-level")
+            with gr.Row():
+                salary = gr.Number(label="Base salary (US$, optional)", minimum=0, precision=0, elem_id="plan-salary")
+                location = gr.Textbox(label="Location (optional)", elem_id="plan-location")
+            with gr.Row():
+                resume = gr.UploadButton("Read a résumé (PDF, DOCX, MD, TXT)", type="filepath", size="md",
+                                         file_types=[".pdf", ".docx", ".md", ".markdown", ".txt"],
+                                         elem_id="plan-resume")
+                save = gr.Button("Save and assess", variant="primary", elem_id="plan-save")
+        with gr.Tab("Gaps", id="gaps"):
+            table = gr.Dataframe(initial[1], headers=TABLE_HEADERS, interactive=False, wrap=True, max_height=520,
+                                 label="Requirements and you", elem_id="plan-table",
+                                 column_widths=["36%", "18%", "16%", "12%", "18%"])
+        with gr.Tab("Ladder", id="ladder"):
+            chart = gr.BarPlot(initial[2], x="rung", y="pay", color="part", color_map=CHART_COLORS, x_title="",
+                               y_title="Base salary, US$ (2024)", label="Career ladder: pay range of each rung",
+                               sort=[r.title for r in card.ladder], height=360, elem_id="plan-ladder",
+                               x_label_angle=-30, tooltip=["rung", "range"])
+        with gr.Tab("Plan", id="plan"):
+            checklist = gr.CheckboxGroup(choices=initial[3].choices, label="My plan: tick what you have done",
+                                         elem_id="plan-checklist")
+    return PlanPanel([years_dev, years_lead, people, degree, field, skills, title, level, salary, location],
+                     save, resume, verdict, table, chart, checklist, notice)
+
+
+# -- between the form and a Profile ------------------------------------------------------------------
+def form_values(profile: Profile | None) -> list[Any]:
+    """The form's values for a profile (empty where unknown)."""
+    p = profile or Profile()
+    return [p.years_development, p.years_leadership, p.people_managed, p.degree or NOT_SAID, p.degree_field or "",
+            list(p.skills), p.current_title or "", p.current_level or NOT_SAID, p.current_base_salary,
+            p.location or ""]
+
+
+def profile_from_form(*values: Any) -> Profile:
+    """The profile the form shows; raises CoachError with one sentence for a value that cannot be right."""
+    years_dev, years_lead, people, degree, field, skills, title, level, salary, location = values
+
+    def text(v: Any) -> str | None:
+        if v is None or v == NOT_SAID:
+            return None
+        return str(v).strip() or None
+
+    data = {"years_development": years_dev, "years_leadership": years_lead, "people_managed": people,
+            "degree": text(degree), "degree_field": text(field), "skills": [str(s).strip() for s in skills or []
+                                                                            if str(s).strip()],
+            "current_title": text(title), "current_level": text(level), "current_base_salary": salary,
+            "location": text(location)}
+    try:
+        return Profile.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        name = str(err["loc"][0]).replace("_", " ")
+        raise CoachError(f"{name.capitalize()}: {err['msg'].lower()}. Nothing was changed.") from None
+
+
+# -- the assessment on screen -------------------------------------------------------------------------
+def verdict_markdown(a: Assessment) -> str:
+    """The verdict and the reasons in a few lines."""
+    word = VERDICT_WORDS[a.verdict]
+    lines = [f"### Verdict: {word}"]
+    lines += [f"- {r}" for r in a.reasons[:4]]
+    if a.next is not None:
+        lines.append(f"\n**Next rung:** {a.next.title}, {a.next.pay}"
+                     + (f" (you are at {a.current.title}, {a.current.pay})" if a.current else ""))
+    elif a.current is not None:
+        lines.append(f"\n**{a.current.title}** is the top of this ladder.")
+    lines += [f"\n*{n}*" for n in a.notes]
+    return "\n".join(lines)
+
+
+def _required(row: Any) -> str:
+    req = row.requirement
+    if req.degree:
+        return {"phd": "PhD"}.get(req.degree, f"{req.degree}'s") + " or higher"
+    if req.kind != "skill" or not req.terms:
+        return str(row.required)
+    if req.need >= len(req.terms) and len(req.terms) > 1:
+        return "all of: " + ", ".join(req.terms)
+    return (f"{req.need} of: " if len(req.terms) > 1 else "") + ", ".join(req.terms)
+
+
+def gap_table(a: Assessment) -> pd.DataFrame:
+    """Requirement, you, required, status, source: must-haves first, then the nice-to-haves."""
+    rows = sorted(a.rows, key=lambda r: not r.must)
+    return pd.DataFrame([[r.requirement.text.rstrip(".") + ("" if r.must else " (nice to have)"),
+                          r.have, _required(r), STATUS_MARK[r.status] + (f": {r.gap}" if r.gap else ""),
+                          r.requirement.cite.label.split(" > ")[-1]] for r in rows], columns=TABLE_HEADERS)
+
+
+def ladder_frame(a: Assessment) -> pd.DataFrame:
+    """Each rung's pay range as a stacked bar: from zero to its low end (grey), then the range (coloured).
+
+    Every range row comes before every grey row: the stack follows the order in which the parts first
+    appear (the first on top), so the grey always ends up at the bottom of the bar.
+    """
+    ranges, below = [], []
+    for rung in a.card.ladder:
+        part = "your rung" if rung == a.current else "next rung" if rung == a.next else "other rungs"
+        ranges.append({"rung": rung.title, "pay": rung.high - rung.low, "part": part, "range": rung.pay})
+        below.append({"rung": rung.title, "pay": rung.low, "part": BELOW, "range": rung.pay})
+    return pd.DataFrame(ranges + below)
+
+
+def plan_items(a: Assessment) -> list[str]:
+    """The checklist: each priority as one line, action included."""
+    return [f"{p.text}: {p.action}" if p.text else p.action for p in a.priorities]
+
+
+def panel_views(a: Assessment, done: set[str]) -> list[Any]:
+    """The verdict, table, chart and checklist for an assessment (ticked items kept)."""
+    items = plan_items(a)
+    return [verdict_markdown(a), gap_table(a), ladder_frame(a),
+            gr.CheckboxGroup(choices=items, value=[i for i in items if i in done])]
+
+
+# -- the person and their saved plan ------------------------------------------------------------------
+def person_key(saved_id: str | None, request: gr.Request | None) -> str:
+    """The user name when the page has a log-in, else the browser's own random id."""
+    username = getattr(request, "username", None) if request is not None else None
+    return f"user:{username}" if username else f"browser:{saved_id}" if saved_id else ""
+
+
+def new_browser_id(saved_id: str | None) -> str:
+    """The browser's id: kept if it has one, a fresh random one otherwise."""
+    return saved_id if saved_id else uuid.uuid4().hex
+
+
+class PlanService:
+    """What the panel's handlers do, over one coach and one store; a store failure becomes a notice."""
+
+    def __init__(self, coach: Coach, store: PlanStore) -> None:
+        self.coach = coach
+        self.store = store
+
+    @staticmethod
+    def person(person_id: str | None, request: gr.Request | None) -> str:
+        """The key of the person on this page."""
+        return person_key(person_id, request)
+
+    def saved_profile(self, person: str) -> Profile | None:
+        """The person's saved profile, or None (also when the database cannot be read: the chat goes on)."""
+        try:
+            return self.saved(person)[0]
+        except CoachError:
+            log.exception("could not read the saved profile")
+            return None
+
+    def views(self, profile: Profile | None, done: set[str]) -> list[Any]:
+        """The panel's views for a profile."""
+        return panel_views(self.assess(profile or Profile()), done)
+
+    # -- handlers ------------------------------------------------------------------------------------
+    def on_load(self, person_id: str, request: gr.Request) -> list[Any]:
+        """A page opened: the browser's id, then the saved profile in the form and its assessment."""
+        person_id = new_browser_id(person_id)
+        try:
+            profile, done = self.saved(self.person(person_id, request))
+            note = ""
+        except CoachError as exc:
+            profile, done, note = None, set(), str(exc)
+        return [person_id, *form_values(profile), *self.views(profile, done), note]
+
+    def on_save(self, person_id: str, years_dev: Any, years_lead: Any, people: Any, degree: Any, field: Any,
+                skills: Any, title: Any, level: Any, salary: Any, location: Any, request: gr.Request) -> list[Any]:
+        """The form saved: the profile kept and assessed (a bad value changes nothing and says why)."""
+        person = self.person(person_id, request)
+        try:
+            profile = profile_from_form(years_dev, years_lead, people, degree, field, skills, title, level, salary,
+                                        location)
+            self.store.save_profile(person, profile)
+            done = self.store.done(person)
+        except CoachError as exc:
+            return [*(gr.skip() for _ in range(4)), f"**Not saved:** {exc}"]
+        return [*self.views(profile, done), "*Saved.*"]
+
+    def on_resume(self, path: str | None) -> list[Any]:
+        """A résumé uploaded: what was read, in the form, for the person to check before saving."""
+        try:
+            profile = self.read_resume(path)
+        except CoachError as exc:
+            return [*(gr.skip() for _ in range(10)), f"**The résumé could not be read:** {exc}"]
+        known = ", ".join(k.replace("_", " ") for k in profile.known()) or "nothing I could use"
+        return [*form_values(profile), f"*Read from the résumé: {known}. Check it, then Save and assess.*"]
+
+    def on_tick(self, person_id: str, ticked: list[str] | None, request: gr.Request) -> str:
+        """Plan items ticked or unticked: kept."""
+        try:
+            self.store.set_done(self.person(person_id, request), set(ticked or []))
+        except CoachError as exc:
+            return f"**Not saved:** {exc}"
+        return ""
+
+    def on_chat_answer(self, details: dict[str, Any] | None, person_id: str, request: gr.Request) -> list[Any]:
+        """After a chat answer: a planning answer fills the form and the panel (and is kept)."""
+        plan = (details or {}).get("plan")
+        if not plan:
+            return [gr.skip() for _ in range(15)]
+        person = self.person(person_id, request)
+        try:
+            profile = self.from_chat(person, plan) or Profile.model_validate(plan["profile"])
+            done = self.store.done(person)
+            note = ""
+        except CoachError as exc:
+            profile, done, note = Profile.model_validate(plan["profile"]), set(), f"**Not saved:** {exc}"
+        return [*form_values(profile), *self.views(profile, done), note]
+
+    def card(self) -> RoleCard:
+        """The role card of the index."""
+        return self.coach.planner.card(self.coach.retriever.library())
+
+    def assess(self, profile: Profile) -> Assessment:
+        """The assessment of a profile."""
+        return assess(profile, self.card())
+
+    def saved(self, person: str) -> tuple[Profile | None, set[str]]:
+        """A person's saved profile and ticked items (nothing for an unknown person)."""
+        if not person:
+            return None, set()
+        return self.store.profile(person), self.store.done(person)
+
+    def read_resume(self, path: str | None) -> Profile:
+        """The profile a résumé states (raises CoachError with the reason when it cannot be read)."""
+        if not path:
+            raise CoachError("No file was uploaded.")
+        text = resume_text(Path(path))
+        reading = read_profile(text, self.card())
+        coach = self.coach
+        if coach.settings.profile_model_help and coach.backend.generative:
+            prompt = coach.prompts.render("profile_extract", text=text[:2000])
+            reading = with_model_help(reading, prompt, coach.backend)
+        return reading.profile
+
+    def from_chat(self, person: str, plan: dict[str, Any] | None) -> Profile | None:
+        """Keep the profile a planning answer rested on (the chat's reading, merged into the saved one)."""
+        if not person or not plan or "profile" not in plan:
+            return None
+        profile = Profile.model_validate(plan["profile"])
+        saved = self.store.profile(person)
+        merged = saved.merged(profile) if saved else profile
+        self.store.save_profile(person, merged)
+        return merged
+
+    def as_dict(self, profile: Profile) -> dict[str, Any]:
+        """The assessment as data (for the API's details)."""
+        return to_dict(self.assess(profile))
+
+
+def wire_panel(demo: gr.Blocks, panel: PlanPanel, service: PlanService, person_id: Any) -> None:
+    """The panel's events (none of them waits behind an answer)."""
+    private: dict[str, Any] = {"queue": False, "api_visibility": "private"}
+    demo.load(service.on_load, [person_id], [person_id, *panel.fields, *panel.views, panel.notice], **private)
+    panel.save.click(service.on_save, [person_id, *panel.fields], [*panel.views, panel.notice], **private)
+    panel.resume.upload(service.on_resume, [panel.resume], [*panel.fields, panel.notice], **private)
+    panel.checklist.input(service.on_tick, [person_id, panel.checklist], [panel.notice], **private)

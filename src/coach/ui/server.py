@@ -1,0 +1,90 @@
+"""Running the chat page: where it listens (loopback unless allowed), log-in, start-up; `serve` is `coach serve`."""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+import sys
+from pathlib import Path
+
+import gradio as gr
+
+from coach.config import Settings
+from coach.errors import CoachError
+
+
+def browser_secret(settings: Settings) -> str | None:
+    """A stable key for the conversations kept in the browser, so they survive a server restart."""
+    path = Path(settings.data_dir) / ".ui-secret"
+    try:
+        if not path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_urlsafe(24))
+            path.chmod(0o600)
+        return path.read_text().strip() or None
+    except OSError:
+        return None  # a random key: conversations then last until the server restarts
+
+
+# -- running it --------------------------------------------------------------------------------
+def is_loopback(host: str) -> bool:
+    """Whether host is only reachable from this machine."""
+    if host.lower() in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def launch(demo: gr.Blocks, settings: Settings, block: bool = True, quiet: bool = False) -> str:
+    """Start the server on settings.host:port (blocking unless block=False); returns the local URL."""
+    auth = None
+    if settings.auth_username and settings.auth_password:
+        auth = (settings.auth_username, settings.auth_password.get_secret_value())
+    # Answers have their own limit (set in build_ui); light events of several people run side by side.
+    demo.queue(default_concurrency_limit=max(4, settings.concurrency))
+    _, url, _ = demo.launch(
+        server_name=settings.host, server_port=settings.port, auth=auth, prevent_thread_lock=not block,
+        show_error=False, quiet=quiet, share=False, inbrowser=False, ssr_mode=False, pwa=False,
+        mcp_server=False, enable_monitoring=False, footer_links=["api", "settings"],
+    )
+    return str(url)
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def serve(settings: Settings) -> int:
+    """`coach serve` / `python app.py`: build the index if needed, warm the model, run the chat; exit code."""
+    from coach.factory import build_coach
+    from coach.ui.app import build_ui
+
+    if not is_loopback(settings.host) and not settings.allow_remote:
+        _say(f"error: refusing to listen on {settings.host}: it is reachable from other machines; "
+             "set COACH_ALLOW_REMOTE=true (and COACH_AUTH_USERNAME / COACH_AUTH_PASSWORD) to allow it.")
+        return 2
+    if bool(settings.auth_username) != bool(settings.auth_password):
+        _say("warning: set both COACH_AUTH_USERNAME and COACH_AUTH_PASSWORD to require a login; serving without one.")
+    elif not is_loopback(settings.host) and not settings.auth_username:
+        _say(f"warning: serving on {settings.host} without a login (COACH_AUTH_USERNAME / COACH_AUTH_PASSWORD).")
+    try:
+        coach = build_coach(settings, say=_say)
+        demo = build_ui(coach, settings)
+    except CoachError as exc:
+        _say(f"error: {exc}")
+        return 1
+    try:
+        url = launch(demo, settings, block=False, quiet=True)
+    except OSError as exc:
+        _say(f"error: cannot listen on {settings.host}:{settings.port} ({exc}); set COACH_PORT to a free port.")
+        return 1
+    _say(f"coach: chat ready at {url} (backend {coach.backend_name}, model {coach.model_name}); Ctrl-C stops it.")
+    # Only now: llama.cpp silences the whole process's stdout/stderr while it loads the model.
+    coach.warm_in_background()
+    try:
+        demo.block_thread()  # until Ctrl-C, which closes the server
+    except KeyboardInterrupt:  # a second Ctrl-C while it closes
+        pass
+    return 0
