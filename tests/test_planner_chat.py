@@ -167,3 +167,25 @@ def test_the_planners_answer_time(make_coach: Callable[..., Coach]) -> None:
     assert all(a.route == "plan" for a in answers)
     print(f"\nplanner answer: {each:.1f} ms each (mean of {len(answers)}), latency reported "
           f"{answers[-1].latency_ms:.1f} ms")
+
+
+
+@pytest.mark.parametrize("question", ["What skills do I need for this role?",
+                                      "Which machine learning frameworks should I have experience with?",
+                                      "What certifications are useful for the role?"])
+def test_a_question_about_the_role_after_describing_oneself_is_answered_from_the_knowledge_base(
+        make_coach: Callable[..., Coach], question: str) -> None:
+    coach = make_coach()
+    first = "I have 6 years as a developer and 2 years leading a small team."
+    history = turn(first, coach.answer(first).text)
+    answer = coach.answer(question, history)
+    assert answer.route != "plan" and answer.plan is None
+
+
+def test_a_question_about_oneself_after_describing_oneself_stays_with_the_planner(
+        make_coach: Callable[..., Coach]) -> None:
+    coach = make_coach()
+    first = "I have 6 years as a developer and 2 years leading a small team."
+    history = turn(first, coach.answer(first).text)
+    answer = coach.answer("Which skills am I still missing for this role?", history)
+    assert answer.route == "plan" and answer.plan is not None

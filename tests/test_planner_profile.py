@@ -37,6 +37,11 @@ WORDINGS: list[tuple[str, dict[str, Any]]] = [
     ("I led a team of five for 2 years", {"years_leadership": 2, "people_managed": 5}),
     ("I've managed 12 engineers for 3 years", {"years_leadership": 3, "people_managed": 12}),
     ("I have never led a team", {"years_leadership": 0, "people_managed": 0}),
+    ("6 years of experience as an engineering manager", {"years_leadership": 6}),
+    ("I worked with 200 engineers on one product", {}),
+    ("Can I become a manager without a degree?", {}),
+    ("I have a B.Sc. in Physics", {"degree": "bachelor", "degree_field": "Physics"}),
+    ("I hold a master of science in machine learning", {"degree": "master", "degree_field": "machine learning"}),
     ("I have no leadership experience", {"years_leadership": 0, "people_managed": 0}),
     # a leadership phrase says nothing of development years
     ("I have 4 years of leadership experience", {"years_leadership": 4}),

@@ -19,9 +19,9 @@ from coach.ui import APOLOGY, serve
 from coach.ui import chat as ui_chat
 from coach.ui.answering import Backends, answer_steps, available_backends
 from coach.ui.app import ANSWERING
-from coach.ui.server import is_loopback
 from coach.ui.chat import Turn, escape_text, feedback_row, history_for_coach, render
 from coach.ui.feedback import FeedbackLog, record_feedback
+from coach.ui.server import is_loopback
 
 pytest_plugins = ["test_ui_fixtures"]
 pytestmark = pytest.mark.integration

@@ -35,6 +35,13 @@ _VERDICT_ASK = re.compile(r"\bam i (?:ready|qualified|a (?:good )?fit)\b|\bdo i 
                           r"\bhow far (?:am i|away)\b|\bwhere do i stand\b", re.IGNORECASE)
 _LADDER = re.compile(r"\bsteps? up\b|\bladder\b|\bafter this role\b|\babove (?:me|this role)\b|\bnext rung\b",
                      re.IGNORECASE)
+# A question about the role itself ("What skills do I need for this role?", "Which frameworks should I know?")
+# goes to the knowledge base even after the person described themselves, unless it asks about them.
+_ABOUT_THE_ROLE = re.compile(r"\b(?:the|this) (?:role|job|position)\b|^\s*(?:which|what)\s+(?:\w+\s+){0,3}?"
+                             r"(?:skills?|frameworks?|languages?|tools?|technologies|certifications?|degrees?|"
+                             r"qualifications?|requirements?|responsibilities)\b", re.IGNORECASE)
+_ABOUT_ME = re.compile(r"\bmy\b|\bam i\b|\bready\b|priorit|\bgaps?\b|\bmissing\b|\bstill\b|\bnext step|"
+                       r"\bfocus\b|\bhow far\b|\bqualif", re.IGNORECASE)
 _SKILL_STATEMENT = re.compile(r"\bi (?:know|use|work with|have used|am proficient|'m proficient)\b|\bmy skills\b",
                               re.IGNORECASE)
 Embed = Callable[[list[str]], list[list[float]]]
@@ -106,6 +113,8 @@ class Planner:
             return False
         if _VERDICT_ASK.search(question):
             return True
+        if _ABOUT_THE_ROLE.search(question) and not _ABOUT_ME.search(question):
+            return False
         earlier = self.reading("", history, card, saved).profile.known()
         return bool({k for k in earlier if k != "current_title"})
 

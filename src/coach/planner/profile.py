@@ -38,6 +38,9 @@ _PATTERNS_DEV = [
 ]
 _PATTERNS_LEAD = [
     re.compile(rf"{_YEARS}\s+(?:of\s+|as\s+an?\s+|in\s+)?(?:a\s+)?{_LEAD}\b", re.IGNORECASE),
+    # "6 years of experience as an engineering manager"
+    re.compile(rf"{_YEARS}\s+(?:of\s+)?(?:\w+\s+)?experience\s+as\s+an?\s+(?:\w+\s+){{0,2}}?"
+               rf"(?:manager|lead|leader|director|head|vp)\b", re.IGNORECASE),
     re.compile(rf"{_YEARS}\s+(?:of\s+(?:\w+\s+)?experience\s+)?(?:leading|managing|running)\b", re.IGNORECASE),
     # "led a team of five for 2 years", "a manager for 5 years"; not across a clause ("never led a team, I've been
     # coding for 10 years") nor an aspiration ("I hope to lead a team").
@@ -48,10 +51,12 @@ _PATTERNS_LEAD = [
 _NEVER_LED = re.compile(r"\b(?:never|not yet|haven't|have not|hasn't|didn't|did not)\s+(?:\w+\s+){0,2}?"
                         r"(?:led|lead|managed|manage|supervised)\b|\bno (?:leadership|management|people[- ]management)"
                         r"(?: experience)?\b", re.IGNORECASE)
-_PEOPLE = [
+_PEOPLE = [  # people the person led, not people they worked beside ("worked with 200 engineers")
     re.compile(rf"\bteam of {_NUM}\b", re.IGNORECASE),
-    re.compile(rf"\b{_NUM}\s+(?:direct reports|reports|engineers|developers|people|scientists)\b(?! years)",
-               re.IGNORECASE),
+    re.compile(rf"\b{_NUM}\s+direct reports\b", re.IGNORECASE),
+    re.compile(rf"\b(?:led|lead|leading|managed|manage|managing|manager of|supervis\w*|oversee\w*|oversaw|mentor\w*)"
+               rf"\s+(?:a\s+(?:group|team)\s+of\s+)?{_NUM}\s+(?:\w+\s+)?(?:engineers|developers|people|scientists|"
+               rf"reports|staff)\b", re.IGNORECASE),
 ]
 _TOTAL = re.compile(rf"{_YEARS}\s+(?:of\s+)?(?:experience|work(?:ing)?)\s+(?:in total|overall|altogether|total)"
                     rf"|{_YEARS}\s+(?:in total|overall|altogether)", re.IGNORECASE)
@@ -61,8 +66,9 @@ _DEGREE = {
     "bachelor": re.compile(r"\bbachelor'?s?\b|\bb\.?sc?\b(?=\s|,|\.|$)|\bb\.s\.|\bundergraduate degree\b|"
                            r"\bbachelors\b", re.IGNORECASE),
 }
-_NO_DEGREE = re.compile(r"\b(?:no|without an?|never got an?|don't have an?|do not have an?)\s+(?:college |university )?"
-                        r"degree\b|\bdropped out\b|\bself-taught\b", re.IGNORECASE)
+# "I have no degree", not "can I become a manager without a degree?" (a question, not a fact)
+_NO_DEGREE = re.compile(r"\b(?:no|never got an?|don't have an?|do not have an?|never earned an?)\s+"
+                        r"(?:college |university )?degree\b|\bdropped out\b|\bself-taught\b", re.IGNORECASE)
 _FIELD = re.compile(r"(?:in|of)\s+([A-Za-z][A-Za-z &/-]{2,40}?)(?=[.,;!?)]|\s+(?:and|but|from|at|with|which|"
                     r"is|so|or)\b|$)", re.IGNORECASE)
 _SKILL_LIST = re.compile(r"\b(?:i know|i use|i've used|i have used|i work with|"
@@ -214,7 +220,8 @@ def read_profile(text: str, card: RoleCard) -> Reading:
     elif held := _degrees_held(text):
         level, m = held
         data["degree"], reading.evidence["degree"] = level, m.group(0)
-        rest = re.sub(r"^(?:['’]?s)?(?:\s+degree)?\s*", " ", text[m.end():])
+        rest = re.sub(r"^\.?(?:['’]?s)?(?:\s+degree)?(?:\s+of\s+(?:science|arts|engineering|business administration))?"
+                      r"\s*", " ", text[m.end():], flags=re.IGNORECASE)
         if f := _FIELD.match(rest.lstrip()):
             data["degree_field"] = f.group(1).strip()
     data["skills"] = skills_in(text, card)

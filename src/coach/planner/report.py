@@ -138,7 +138,24 @@ def _pay(rung: Rung) -> str:
     return f"{rung.title} ({rung.pay})"
 
 
+def _salary(a: Assessment, cite: _Citer) -> list[str]:
+    """Where the person's base salary sits: in their rung's band, or the band it falls in."""
+    pay = a.profile.current_base_salary
+    if not pay:
+        return []
+    bands = [r for r in a.card.ladder if not r.tier and not r.above_role]
+    rung = a.current or next((r for r in bands if r.low <= pay <= r.high), None)
+    if rung is None:
+        return []
+    where = "within" if rung.low <= pay <= rung.high else "below" if pay < rung.low else "above"
+    return [f"Your base salary of ${pay:,} is {where} the {rung.title} range ({rung.pay}) {cite(rung.cite)}."]
+
+
 def _ladder(a: Assessment, cite: _Citer, question: str) -> list[str]:
+    return _salary(a, cite) + _rungs(a, cite, question)
+
+
+def _rungs(a: Assessment, cite: _Citer, question: str) -> list[str]:
     steps = a.card.steps()
     if a.current is not None:
         at = steps.index(a.current) if a.current in steps else -1
@@ -189,6 +206,10 @@ def understood(profile: Any) -> str:
         bits.append(degree + (f" in {profile.degree_field}" if profile.degree_field else ""))
     if profile.current_level or profile.current_title:
         bits.append(f"now {profile.current_level or profile.current_title}")
+    if profile.current_base_salary:
+        bits.append(f"base salary ${profile.current_base_salary:,}")
+    if profile.location:
+        bits.append(f"in {profile.location}")
     if profile.skills:
         bits.append("skills: " + ", ".join(profile.skills))
     return ("I understood: " + "; ".join(bits) + ".") if bits else ""
