@@ -59,9 +59,12 @@ pytest:
 bench: setup
 	$(BIN)/python bench/index_bench.py
 	$(BIN)/python bench/answer_bench.py
+	$(BIN)/python bench/plan_bench.py
+
+EVAL_SETS ?= $(wildcard ../shared/eval/*.jsonl) bench/extra_questions.jsonl
 
 eval: setup
-	$(BIN)/coach eval ../shared/eval/dev.jsonl
+	$(BIN)/coach eval $(EVAL_SETS)
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache

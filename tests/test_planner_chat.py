@@ -189,3 +189,47 @@ def test_a_question_about_oneself_after_describing_oneself_stays_with_the_planne
     history = turn(first, coach.answer(first).text)
     answer = coach.answer("Which skills am I still missing for this role?", history)
     assert answer.route == "plan" and answer.plan is not None
+
+
+# -- a model may phrase the planner's answer, never change it ------------------------------------------
+NOT_YET = "I have 6 years as a developer and 2 years leading a small team. Am I ready?"
+
+
+def test_a_remote_model_phrases_the_assessment_and_the_phrasing_is_kept_when_faithful(
+        make_coach: Callable[..., Coach]) -> None:
+    from coach.llm.fake import FakeChat
+
+    fake = FakeChat(["Not yet: you need 2 more years of development and 3 more years of leadership [1][2]."])
+    answer = make_coach(fake).answer(NOT_YET)
+    assert answer.route == "plan" and answer.plan is not None and answer.plan["verdict"] == "not_yet"
+    assert answer.text.startswith("Not yet: you need 2 more years") and answer.fallback is None
+    [request] = fake.requests
+    assert "**Verdict: not yet.**" in request.messages[0]["content"], "the model is given the assessment"
+
+
+@pytest.mark.parametrize("reply", [
+    "Good news: you are ready for this role [1].",
+    "Not yet: you need 4 more years and a $999,000 course [1].",
+    "Keep learning and you will get there.",
+    "",
+], ids=["calls-ready", "invents-figure", "no-verdict", "empty"])
+def test_a_phrasing_that_changes_the_assessment_is_replaced_by_the_plain_text(
+        make_coach: Callable[..., Coach], reply: str) -> None:
+    from coach.llm.fake import FakeChat
+
+    coach = make_coach(FakeChat([reply]))
+    events = list(coach.stream(NOT_YET))
+    answer = events[-1].answer
+    assert answer is not None and answer.fallback and "plain assessment" in answer.fallback
+    assert answer.text.startswith("*I understood:") and "**Verdict: not yet.**" in answer.text
+    assert events[-2].kind == "replace" and events[-2].text == answer.text
+    shown = "".join(e.text for e in events if e.kind == "token")
+    assert "999" not in shown, "an invented figure never reaches the screen"
+
+
+def test_plain_phrasing_never_asks_the_model(make_coach: Callable[..., Coach]) -> None:
+    from coach.llm.fake import FakeChat
+
+    fake = FakeChat()
+    answer = make_coach(fake, plan_phrasing="plain").answer(NOT_YET)
+    assert answer.route == "plan" and fake.requests == [] and "**Verdict: not yet.**" in answer.text

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import Any
 
 from coach import conversation, extractive
@@ -21,9 +21,10 @@ from coach.checks import StreamChecks, final_check
 from coach.config import Settings
 from coach.errors import BackendUnavailableError, CoachError
 from coach.generation import Response
-from coach.guards import looks_like_injection, secret_ngrams
+from coach.guards import StreamGuard, looks_like_injection, secret_ngrams
 from coach.llm.base import ChatBackend, Request
 from coach.planner import Planner, Profile
+from coach.planner.phrasing import contradiction
 from coach.prompting import Prompt, Prompter
 from coach.prompts import Prompts
 from coach.retrieval import HybridRetriever, Library
@@ -173,9 +174,39 @@ class Coach:
         answer.route, answer.plan = "plan", plan.to_dict()
         answer.sources = [by_id[c.passage_id] for c in plan.report.cites if c.passage_id in by_id]
         yield Event("sources", text="", sources=list(answer.sources))
-        answer.ttft_ms = (time.perf_counter() - start) * 1000
-        yield Event("token", text=plan.report.text, sources=list(answer.sources))
-        yield self._done(answer, plan.report.text, start)
+        text = plan.report.text
+        if self._phrases_plans():
+            text = yield from self._phrased(answer, plan.report.text, plan.assessment.verdict, start)
+        else:
+            answer.ttft_ms = (time.perf_counter() - start) * 1000
+            yield Event("token", text=text, sources=list(answer.sources))
+        yield self._done(answer, text, start)
+
+    def _phrases_plans(self) -> bool:
+        mode = self.settings.plan_phrasing
+        return self.backend.generative and (mode == "model" or (mode == "auto" and not self.backend.caches_prefix))
+
+    def _phrased(self, answer: Answer, plain: str, verdict: Any, start: float) -> Generator[Event, None, str]:
+        """The model's wording of the plain report, streamed through the figure guard; replaced if it contradicts."""
+        prompt = self.prompts.render("plan_phrase", role=self.role(), question=answer.question, assessment=plain)
+        guard = StreamGuard(plain, self.secret)
+        said: list[str] = []
+        try:
+            for piece in self.backend.stream(Request([{"role": "user", "content": prompt}],
+                                                     self.settings.max_answer_tokens * 3, self.settings.temperature)):
+                said.append(piece)
+                yield from self._show(answer, guard.feed(piece), None, start)
+                if guard.leaked:
+                    break
+            yield from self._show(answer, guard.flush(), None, start)
+        except BackendUnavailableError as exc:
+            answer.fallback = str(exc)
+        why = answer.fallback or contradiction("".join(said), plain, verdict)
+        if why:
+            answer.fallback = answer.fallback or f"the plain assessment was shown: {why}"
+            yield Event("replace", text=plain, sources=list(answer.sources))
+            return plain
+        return "".join(said).strip()
 
     def _write(self, answer: Answer, response: Response, checks: StreamChecks, start: float) -> Iterator[Event]:
         """Stream the model's pieces through the checks; stop the model if it starts to leak the prompt."""
@@ -190,11 +221,11 @@ class Coach:
         yield from self._show(answer, checks.flush(), checks, start)
 
     @staticmethod
-    def _show(answer: Answer, text: str, checks: StreamChecks, start: float) -> Iterator[Event]:
+    def _show(answer: Answer, text: str, checks: StreamChecks | None, start: float) -> Iterator[Event]:
         if text:
             if answer.ttft_ms is None:
                 answer.ttft_ms = (time.perf_counter() - start) * 1000
-            yield Event("token", text=text, sources=list(checks.sources))
+            yield Event("token", text=text, sources=list(checks.sources if checks else answer.sources))
 
     def _account(self, answer: Answer, response: Response, prompt: Prompt, checks: StreamChecks,
                  start: float) -> None:

@@ -83,6 +83,11 @@ class Settings(BaseSettings):
         None, description="SQLAlchemy URL of the database for profiles and plan progress (default: SQLite "
         "DATA_DIR/coach.db; e.g. postgresql+psycopg://user@host/coach)."
     )
+    plan_phrasing: Literal["auto", "model", "plain"] = Field(
+        "auto", description="Who words the planner's answers: `plain` (the assessment as written by rules), "
+        "`model` (the chat model rephrases it; a phrasing that changes the verdict or a figure is replaced by the "
+        "plain text), `auto` (model for remote backends, plain for the local one, whose first token it would delay)."
+    )
     profile_model_help: bool = Field(
         True, description="Let the chat model help read a résumé (job title, location) through JSON of the "
         "profile schema; numbers, degrees and skills are always read by rules."
