@@ -112,3 +112,15 @@ def test_json_schema_output_is_valid_json_of_that_shape(local_coach: Coach) -> N
                       40, json_schema=schema)
     reply = json.loads("".join(local_coach.backend.stream(request)))
     assert reply == {"years": 6}
+
+
+def test_a_personal_question_gets_the_computed_verdict_and_its_follow_up_is_not_declined(local_coach: Coach) -> None:
+    first = "I have 6 years as a developer and 2 years leading a small team. Am I ready for this role?"
+    a1 = local_coach.answer(first)
+    assert a1.route == "plan" and a1.plan is not None and a1.plan["verdict"] == "not_yet"
+    assert "**Verdict: not yet.**" in a1.text and "you are ready" not in a1.text.lower()
+    assert a1.completion_tokens == 0, "the local model does not reword the assessment (its first token would wait)"
+    a2 = local_coach.answer("What should I focus on to close the gap?", turn(first, a1.text))
+    assert a2.route == "plan" and not a2.out_of_scope
+    assert "3 more years" in a2.text and "Top priorities" in a2.text
+    print(f"\nplanning answers on the local coach: first text after {a1.ttft_ms:.0f} ms and {a2.ttft_ms:.0f} ms")

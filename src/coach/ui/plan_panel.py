@@ -27,11 +27,17 @@ from coach.planner.store import PlanStore
 log = logging.getLogger("coach.ui")
 
 NOT_SAID = "(not said)"
+NOT_READY = "the page has not finished loading; try again in a moment."
 DEGREE_CHOICES = [NOT_SAID, "none", "bachelor", "master", "phd"]
 STATUS_MARK = {"met": "✓ met", "partly": "◐ partly", "missing": "✗ missing", "unknown": "? unknown"}
 TABLE_HEADERS = ["Requirement", "You", "Required", "Status", "Source"]
 BELOW = "below the range"  # the grey part of each bar, from zero to the range's low end
 CHART_COLORS = {"your rung": "#f97316", "next rung": "#16a34a", "other rungs": "#93c5fd", BELOW: "#e5e7eb"}
+# The form's names of the profile's fields, for the notice about a value that cannot be right.
+LABELS = {"years_development": "Years of software development", "years_leadership": "Years of technical leadership",
+          "people_managed": "People led", "degree": "Highest degree", "degree_field": "Field of study",
+          "skills": "Skills", "current_title": "Current title", "current_level": "Rung on this ladder",
+          "current_base_salary": "Base salary", "location": "Location"}
 
 
 @dataclass
@@ -60,12 +66,12 @@ def build_panel(card: RoleCard, initial: list[Any]) -> PlanPanel:
     notice = gr.Markdown(elem_id="plan-notice")
     with gr.Tabs(elem_id="plan-tabs"):
         with gr.Tab("Profile", id="profile"):
+            # No minimum/maximum on the numbers: Gradio would refuse an out-of-range value with a bare "Error"
+            # before on_save runs; profile_from_form checks them and says what is wrong.
             with gr.Row():
-                years_dev = gr.Number(label="Years of software development", minimum=0, maximum=60, precision=1,
-                                      elem_id="plan-years-dev")
-                years_lead = gr.Number(label="Years of technical leadership", minimum=0, maximum=60, precision=1,
-                                       elem_id="plan-years-lead")
-                people = gr.Number(label="People led (most at once)", minimum=0, precision=0, elem_id="plan-people")
+                years_dev = gr.Number(label=LABELS["years_development"], precision=1, elem_id="plan-years-dev")
+                years_lead = gr.Number(label=LABELS["years_leadership"], precision=1, elem_id="plan-years-lead")
+                people = gr.Number(label="People led (most at once)", precision=0, elem_id="plan-people")
             with gr.Row():
                 degree = gr.Dropdown(DEGREE_CHOICES, value=NOT_SAID, label="Highest degree", elem_id="plan-degree")
                 field = gr.Textbox(label="Field of study", elem_id="plan-field")
@@ -75,7 +81,7 @@ def build_panel(card: RoleCard, initial: list[Any]) -> PlanPanel:
                 title = gr.Textbox(label="Current title", elem_id="plan-title")
                 level = gr.Dropdown(levels, value=NOT_SAID, label="Rung on this ladder", elem_id="plan-level")
             with gr.Row():
-                salary = gr.Number(label="Base salary (US$, optional)", minimum=0, precision=0, elem_id="plan-salary")
+                salary = gr.Number(label="Base salary (US$, optional)", precision=0, elem_id="plan-salary")
                 location = gr.Textbox(label="Location (optional)", elem_id="plan-location")
             with gr.Row():
                 resume = gr.UploadButton("Read a résumé (PDF, DOCX, MD, TXT)", type="filepath", size="md",
@@ -124,9 +130,23 @@ def profile_from_form(*values: Any) -> Profile:
     try:
         return Profile.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        name = str(err["loc"][0]).replace("_", " ")
-        raise CoachError(f"{name.capitalize()}: {err['msg'].lower()}. Nothing was changed.") from None
+        raise CoachError(f"{_problem(exc.errors()[0])}. Nothing was changed.") from None
+
+
+def _problem(err: Any) -> str:
+    """What is wrong with one value of the form, in the form's words."""
+    name = str(err["loc"][0]) if err.get("loc") else ""
+    label = LABELS.get(name, name.replace("_", " ").capitalize())
+    limits, value = err.get("ctx") or {}, err.get("input")
+
+    def number(v: Any) -> str:
+        return f"{v:,.0f}" if float(v).is_integer() else f"{v:g}"
+
+    if err.get("type") == "less_than_equal" and isinstance(value, int | float):
+        return f"{label} can be at most {number(limits['le'])}, not {number(value)}"
+    if err.get("type") == "greater_than_equal" and isinstance(value, int | float):
+        return f"{label} cannot be below {number(limits['ge'])}"
+    return f"{label}: {str(err.get('msg', 'not a valid value')).lower()}"
 
 
 # -- the assessment on screen -------------------------------------------------------------------------
@@ -240,6 +260,8 @@ class PlanService:
                 skills: Any, title: Any, level: Any, salary: Any, location: Any, request: gr.Request) -> list[Any]:
         """The form saved: the profile kept and assessed (a bad value changes nothing and says why)."""
         person = self.person(person_id, request)
+        if not person:  # before on_load gave this browser its id: nobody's row to write
+            return [*(gr.skip() for _ in range(4)), f"**Not saved:** {NOT_READY}"]
         try:
             profile = profile_from_form(years_dev, years_lead, people, degree, field, skills, title, level, salary,
                                         location)
@@ -260,8 +282,11 @@ class PlanService:
 
     def on_tick(self, person_id: str, ticked: list[str] | None, request: gr.Request) -> str:
         """Plan items ticked or unticked: kept."""
+        person = self.person(person_id, request)
+        if not person:
+            return f"**Not saved:** {NOT_READY}"
         try:
-            self.store.set_done(self.person(person_id, request), set(ticked or []))
+            self.store.set_done(person, set(ticked or []))
         except CoachError as exc:
             return f"**Not saved:** {exc}"
         return ""
