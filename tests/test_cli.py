@@ -180,6 +180,7 @@ def test_cli_flags_override_coach_env_vars(coach_cli: Run, tmp_path: Path) -> No
 
 
 # -- coach models -------------------------------------------------------------------------------------
+@pytest.mark.model  # checks the chat model's file too
 def test_models_check_passes_on_the_real_models(coach_cli: Run) -> None:
     result = coach_cli("models", "check")
     assert result.returncode == 0, result.stderr

@@ -72,6 +72,8 @@ def downloads(monkeypatch: pytest.MonkeyPatch, wheelhouse: Path) -> list[list[st
 
 
 # -- check ---------------------------------------------------------------------------------------
+@pytest.mark.integration
+@pytest.mark.model
 def test_real_models_folder_passes_the_check(models_dir: Path) -> None:
     paths = models.check(models_dir, models.ALL_FILES)
     assert len(paths) == len(models.ALL_FILES)
