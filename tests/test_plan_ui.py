@@ -41,7 +41,6 @@ RESUME = ("Senior engineer. 10 years of software development, 4 years leading a 
 SKILLS = ["Python", "C++", "PyTorch", "AWS"]
 NOT_COVERED = "does not cover"  # the coach's words when it declines a question (prompts/out_of_scope.txt)
 USER, PASSWORD = "coach", "s3cret-pass"
-FIELDS = ("years-dev", "years-lead", "people", "degree", "field", "title", "level", "salary", "location")
 
 expect.set_options(timeout=30_000)
 
@@ -271,7 +270,12 @@ def test_a_saved_profile_is_assessed_and_still_there_after_a_reload(pages: Calla
     assert expected.next is not None
     coloured = person.page.locator("#plan-ladder svg g.mark-rect path[aria-label*='part: next rung']")
     expect(coloured).to_have_count(1)
-    expect(coloured).to_have_attribute("aria-label", re.compile(rf"rung: {re.escape(expected.next.title)};"))
+    expect(coloured).to_have_attribute("aria-label", re.compile(rf"^rung: {re.escape(expected.next.title)};",
+                                                                re.IGNORECASE))
+    legend = person.page.locator("#plan-ladder g.role-legend")
+    expect(legend).to_contain_text("next rung")
+    drawn, frame = legend.bounding_box(), person.page.locator("#plan-ladder").bounding_box()
+    assert drawn and frame and drawn["y"] + drawn["height"] <= frame["y"] + frame["height"], "the legend is cut off"
 
     person.tab("Plan")
     expect(person.checklist).to_have_count(len(expected.priorities))
@@ -521,17 +525,17 @@ def test_a_database_that_cannot_be_opened_is_a_notice_and_the_chat_goes_on(
     person, values, verdict, notice = loaded[0], loaded[1:11], loaded[11], loaded[-1]
     assert person and values[:3] == [None, None, None]
     assert verdict.startswith("### Verdict: not enough information")
-    assert notice.startswith("The profile database cannot be opened") and one_sentence(notice), notice
+    assert notice.startswith("Your profile cannot be kept right now") and one_sentence(notice), notice
 
     *views, notice = service.on_save(person, *form(9, 6), NO_REQUEST)
-    assert views == [SKIP] * 4 and notice.startswith("**Not saved:** The profile database cannot be opened")
+    assert views == [SKIP] * 4 and notice.startswith("**Not saved:** Your profile cannot be kept right now")
     assert service.on_tick(person, ["an item"], NO_REQUEST).startswith("**Not saved:**")
     assert service.saved_profile(f"browser:{person}") is None  # what the chat is given: nothing, no error
 
     # A planning answer still fills the form and the panel; the notice says it was not kept.
     outputs = service.on_chat_answer({"plan": plan_of(coach, PLANNING)}, person, NO_REQUEST)
     assert outputs[:2] == [6, 2] and outputs[10].startswith("### Verdict: not yet")
-    assert outputs[-1].startswith("**Not saved:** The profile database cannot be opened")
+    assert outputs[-1].startswith("**Not saved:** Your profile cannot be kept right now")
 
 
 @in_browser
@@ -544,13 +548,13 @@ def test_the_chat_answers_with_a_broken_database(server_factory: Callable[..., U
     assert details["error"] is None and details["route"] == "plan" and "Verdict: not yet" in details["answer"]
 
     person = pages(server).open()
-    expect(person.plan_notice).to_contain_text("The profile database cannot be opened")
+    expect(person.plan_notice).to_contain_text("Your profile cannot be kept right now")
     person.ask(PLANNING)
     person.wait_answered(1)
     expect(person.answers.last).to_contain_text("Verdict: not yet")
     expect(person.verdict).to_have_text("Verdict: not yet")
     expect(person.field("years-dev")).to_have_value("6")
-    expect(person.plan_notice).to_contain_text("Not saved: The profile database cannot be opened")
+    expect(person.plan_notice).to_contain_text("Not saved: Your profile cannot be kept right now")
 
 
 # -- 7. log-in: the profile is the user's ----------------------------------------------------------------------
@@ -571,5 +575,7 @@ def test_with_a_login_the_profile_follows_the_user_name(server_factory: Callable
     expect(phone.field("years-dev")).to_have_value("9")
     expect(phone.field("degree")).to_have_value("phd")
     expect(phone.verdict).to_have_text(f"Verdict: {word}")
-    saved = PlanStore(server.settings.database).profile(f"user:{USER}")
+    store = PlanStore(server.settings.database)
+    saved = store.profile(f"user:{USER}")
+    store.close()
     assert saved is not None and saved.years_development == 9

@@ -6,6 +6,7 @@ The same code runs on PostgreSQL when COACH_DATABASE_URL points there.
 
 from __future__ import annotations
 
+import logging
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from coach.errors import CoachError
 from coach.planner.profile import Profile
 
+log = logging.getLogger("coach.store")
 _META = MetaData()
 PROFILES = Table(
     "coach_profiles", _META,
@@ -55,8 +57,10 @@ class PlanStore:
                     engine = create_engine(self.url, pool_pre_ping=True)
                     _META.create_all(engine)
                 except (SQLAlchemyError, OSError) as exc:
-                    raise StoreError(f"The profile database cannot be opened ({_why(exc)}); check "
-                                     "COACH_DATABASE_URL or move the damaged file away.") from None
+                    log.error("cannot open the database %s (%s): check COACH_DATABASE_URL or move a damaged "
+                              "SQLite file away", _safe(self.url), _why(exc))
+                    raise StoreError("Your profile cannot be kept right now because the database is unavailable "
+                                     "(the details are in the server's log), but the chat still works.") from None
                 self._engine = engine
             return self._engine
 
@@ -115,3 +119,13 @@ class PlanStore:
 
 def _why(exc: BaseException) -> str:
     return type(getattr(exc, "orig", None) or exc).__name__
+
+
+def _safe(url: str) -> str:
+    """The database URL without a password."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "(unparsable URL)"

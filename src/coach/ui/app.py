@@ -102,11 +102,11 @@ def build_ui(coach: Coach, settings: Settings, store: PlanStore | None = None) -
         gr.Markdown(f"### Career coach: {html.escape(role)}\nAnswers come only from the knowledge base, "
                     "with their sources under each answer.")
         with gr.Row(equal_height=False):
-            with gr.Column(scale=1, min_width=180):
+            with gr.Column(scale=1, min_width=160):
                 new_chat = gr.Button("New chat", variant="primary", elem_id="coach-new-chat")
                 chats = gr.Dataset(components=[gr.Textbox(visible=False)], samples=[], type="index",
                                    layout="table", label="Conversations", elem_id="coach-chats")
-            with gr.Column(scale=5):
+            with gr.Column(scale=4, min_width=360):
                 # As tall as the window allows (an open sources block is long), never below 380 px.
                 chatbot = gr.Chatbot(label="Coach", height="calc(100vh - 330px)", min_height=380,
                                      elem_id="coach-chatbot", buttons=["copy"], sanitize_html=True,
@@ -123,7 +123,8 @@ def build_ui(coach: Coach, settings: Settings, store: PlanStore | None = None) -
                 notice = gr.Markdown(elem_id="coach-notice")
                 details = gr.JSON(label="details", visible=False)
                 api_trigger = gr.Button(visible=False)
-            with gr.Column(scale=4, min_width=360, elem_id="plan-panel"):
+            # Room for the Gaps table's five columns; on a narrower window the panel goes below the chat.
+            with gr.Column(scale=4, min_width=440, elem_id="plan-panel"):
                 gr.Markdown("### My plan")
                 panel = build_panel(plans.card(), initial)
 

@@ -91,10 +91,13 @@ def build_panel(card: RoleCard, initial: list[Any]) -> PlanPanel:
         with gr.Tab("Gaps", id="gaps"):
             table = gr.Dataframe(initial[1], headers=TABLE_HEADERS, interactive=False, wrap=True, max_height=520,
                                  label="Requirements and you", elem_id="plan-table",
-                                 column_widths=["36%", "18%", "16%", "12%", "18%"])
+                                 # wide enough for each column's longest word in the table's monospace font
+                                 column_widths=["25%", "14%", "20%", "19%", "22%"])
         with gr.Tab("Ladder", id="ladder"):
-            chart = gr.BarPlot(initial[2], x="rung", y="pay", color="part", color_map=CHART_COLORS, x_title="",
-                               y_title="Base salary, US$ (2024)", label="Career ladder: pay range of each rung",
+            # The title is drawn inside the chart: a label above it would push the legend out of its fixed height.
+            chart = gr.BarPlot(initial[2], x="rung", y="pay", color="part", color_map=CHART_COLORS, x_title="Rung",
+                               color_title="", y_title="Base salary, US$ (2024)",
+                               title="Career ladder: pay range of each rung", show_label=False,
                                sort=[r.title for r in card.ladder], height=360, elem_id="plan-ladder",
                                x_label_angle=-30, tooltip=["rung", "range"])
         with gr.Tab("Plan", id="plan"):
@@ -289,7 +292,7 @@ class PlanService:
             self.store.set_done(person, set(ticked or []))
         except CoachError as exc:
             return f"**Not saved:** {exc}"
-        return ""
+        return f"*Kept: {len(ticked or [])} of your plan's items done.*"
 
     def on_chat_answer(self, details: dict[str, Any] | None, person_id: str, request: gr.Request) -> list[Any]:
         """After a chat answer: a planning answer fills the form and the panel (and is kept)."""
