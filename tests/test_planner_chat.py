@@ -172,6 +172,7 @@ def test_the_planners_answer_time(make_coach: Callable[..., Coach]) -> None:
 
 @pytest.mark.parametrize("question", ["What skills do I need for this role?",
                                       "Which machine learning frameworks should I have experience with?",
+                                      "Which cloud platforms should I know?",
                                       "What certifications are useful for the role?"])
 def test_a_question_about_the_role_after_describing_oneself_is_answered_from_the_knowledge_base(
         make_coach: Callable[..., Coach], question: str) -> None:

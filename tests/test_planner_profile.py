@@ -125,6 +125,8 @@ def test_skills_outside_the_vocabulary_are_kept_as_said(card: RoleCard) -> None:
 
 
 @pytest.mark.parametrize(("term", "text", "named"), [
+    ("Google Cloud", "Which cloud platforms should I know?", False),
+    ("AWS SageMaker", "I deployed models with SageMaker", True),
     ("MLFlow", "I use mlflow daily", True),
     ("AWS SageMaker", "deployed on SageMaker", True),
     ("C++", "modern C++ and Go", True),

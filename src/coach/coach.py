@@ -201,7 +201,8 @@ class Coach:
             yield from self._show(answer, guard.flush(), None, start)
         except BackendUnavailableError as exc:
             answer.fallback = str(exc)
-        why = answer.fallback or contradiction("".join(said), plain, verdict)
+        leaked = "the phrasing repeated the coach's instructions" if guard.leaked else None
+        why = answer.fallback or leaked or contradiction("".join(said), plain, verdict)
         if why:
             answer.fallback = answer.fallback or f"the plain assessment was shown: {why}"
             yield Event("replace", text=plain, sources=list(answer.sources))

@@ -39,7 +39,8 @@ _LADDER = re.compile(r"\bsteps? up\b|\bladder\b|\bafter this role\b|\babove (?:m
 # goes to the knowledge base even after the person described themselves, unless it asks about them.
 _ABOUT_THE_ROLE = re.compile(r"\b(?:the|this) (?:role|job|position)\b|^\s*(?:which|what)\s+(?:\w+\s+){0,3}?"
                              r"(?:skills?|frameworks?|languages?|tools?|technologies|certifications?|degrees?|"
-                             r"qualifications?|requirements?|responsibilities)\b", re.IGNORECASE)
+                             r"qualifications?|requirements?|responsibilities|platforms?|methodologies|practices)\b",
+                             re.IGNORECASE)
 _ABOUT_ME = re.compile(r"\bmy\b|\bam i\b|\bready\b|priorit|\bgaps?\b|\bmissing\b|\bstill\b|\bnext step|"
                        r"\bfocus\b|\bhow far\b|\bqualif", re.IGNORECASE)
 _SKILL_STATEMENT = re.compile(r"\bi (?:know|use|work with|have used|am proficient|'m proficient)\b|\bmy skills\b",

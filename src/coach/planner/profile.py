@@ -142,9 +142,11 @@ def matches_term(term: str, text: str) -> bool:
     words = re.escape(term.lower()).replace(r"\ ", r"[\s-]+").replace(r"\-", r"[\s-]?")
     if re.search(rf"(?<![\w+#]){words}(?![\w+#])", text.lower()):
         return True
-    tail = term.split()[-1]  # "AWS SageMaker" is named by "SageMaker"
-    return len(term.split()) > 1 and tail[:1].isupper() and bool(re.search(rf"(?<!\w){re.escape(tail.lower())}(?!\w)",
-                                                                            text.lower()))
+    # "AWS SageMaker" is named by "SageMaker" alone: a product name (a capital inside the word), never a common
+    # word ("Google Cloud" is not named by "cloud").
+    tail = term.split()[-1]
+    distinctive = len(term.split()) > 1 and any(c.isupper() for c in tail[1:])
+    return distinctive and bool(re.search(rf"(?<!\w){re.escape(tail.lower())}(?!\w)", text.lower()))
 
 
 def skills_in(text: str, card: RoleCard) -> list[str]:
@@ -156,7 +158,9 @@ def skills_in(text: str, card: RoleCard) -> list[str]:
     found = [t for t in card.vocabulary if matches_term(t, text)]
     for listed in _SKILL_LIST.finditer(text):
         for item in re.split(r",\s*|\s+and\s+|\s+or\s+|/", listed.group(1)):
-            item = re.sub(r"^(?:also |some |a bit of |basic )", "", item.strip(), flags=re.IGNORECASE).strip(" .")
+            item = re.sub(r"^(?:also |some |a bit of |basic |the |a |an )", "", item.strip(), flags=re.IGNORECASE)
+            item = re.sub(r"\s+(?:a lot|every day|daily|too|as well|at work)$", "", item, flags=re.IGNORECASE)
+            item = item.strip(" .")
             item = _ALIASES.get(item.lower(), item)
             if 1 <= len(item) <= 40 and len(item.split()) <= 4 and not any(matches_term(t, item) for t in found):
                 found.append(item)

@@ -48,6 +48,7 @@ def launch(demo: gr.Blocks, settings: Settings, block: bool = True, quiet: bool 
         server_name=settings.host, server_port=settings.port, auth=auth, prevent_thread_lock=not block,
         show_error=False, quiet=quiet, share=False, inbrowser=False, ssr_mode=False, pwa=False,
         mcp_server=False, enable_monitoring=False, footer_links=["api", "settings"],
+        max_file_size="10mb",  # a résumé larger than this is refused before it is uploaded
     )
     return str(url)
 
