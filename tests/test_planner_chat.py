@@ -234,3 +234,18 @@ def test_plain_phrasing_never_asks_the_model(make_coach: Callable[..., Coach]) -
     fake = FakeChat()
     answer = make_coach(fake, plan_phrasing="plain").answer(NOT_YET)
     assert answer.route == "plan" and fake.requests == [] and "**Verdict: not yet.**" in answer.text
+
+
+def test_a_later_question_shows_the_model_the_planner_answer_as_one_line(make_coach: Callable[..., Coach]) -> None:
+    from coach.llm.fake import FakeChat
+
+    fake = FakeChat(["Entry Level pays $150,000 - $180,000 [1]."])
+    coach = make_coach(fake, plan_phrasing="plain")
+    first = coach.answer(NOT_YET)
+    assert first.route == "plan" and fake.requests == []
+    coach.answer("What is the entry-level base salary range?", turn(NOT_YET, first.text))
+    sent = fake.requests[-1].messages
+    earlier = [m["content"] for m in sent if m["role"] == "assistant"]
+    assert earlier == [first.plan and f"(My assessment by the rules: not yet. {first.text.splitlines()[0].strip('*')} "
+                       f"Next rung: Entry Level ($150,000 - $180,000).)"]
+    assert all("Top priorities" not in m["content"] for m in sent)

@@ -180,6 +180,9 @@ class Coach:
         else:
             answer.ttft_ms = (time.perf_counter() - start) * 1000
             yield Event("token", text=text, sources=list(answer.sources))
+        # A later turn shows the model this answer as one line: a long report would slow its prompt and invite
+        # the model to imitate the report's layout.
+        self.replay.remember(text, answer.question, answer.question, plan.summary)
         yield self._done(answer, text, start)
 
     def _phrases_plans(self) -> bool:

@@ -107,9 +107,11 @@ def history(messages: list[dict[str, Any]] | None, replay: ReplayMemory | None =
             continue
         if refused:
             continue
-        plain = {"role": "assistant", "content": strip_citations(content)}
-        out.plain.append(plain)
         said = replay.recall(content) if replay is not None else None
+        # A remembered planner answer is sent as its one-line summary (said[1] == said[0]: no prompt was built).
+        summary = said[2] if said and said[0] == said[1] else None
+        plain = {"role": "assistant", "content": strip_citations(summary or content)}
+        out.plain.append(plain)
         last = out.replayed[-1] if out.replayed else None
         if said and last is not None and last["role"] == "user" and last["content"].strip() == said[0]:
             out.replayed[-1] = {"role": "user", "content": said[1]}

@@ -20,7 +20,7 @@ from coach.llm.base import ChatBackend, Request
 from coach.planner.assess import Assessment, assess
 from coach.planner.card import RoleCard, build_card
 from coach.planner.profile import Profile, Reading, from_model_json, profile_schema, read_profile
-from coach.planner.report import Report, render, to_dict
+from coach.planner.report import Report, render, summary, to_dict
 from coach.retrieval import Library
 
 __all__ = ["Planner", "Plan", "Profile", "RoleCard", "assess", "build_card", "read_profile", "render", "to_dict"]
@@ -57,6 +57,11 @@ class Plan:
     report: Report
     assessment: Assessment
     reading: Reading
+
+    @property
+    def summary(self) -> str:
+        """The answer in one line (what a chat model is shown of this turn later)."""
+        return summary(self.assessment)
 
     def to_dict(self) -> dict[str, Any]:
         """The assessment as data, with what could not be read."""

@@ -215,6 +215,12 @@ def understood(profile: Any) -> str:
     return ("I understood: " + "; ".join(bits) + ".") if bits else ""
 
 
+def summary(a: Assessment) -> str:
+    """The answer in one line, for a chat model that sees the conversation later (its prompt stays short)."""
+    nxt = f" Next rung: {a.next.title} ({a.next.pay})." if a.next else ""
+    return f"(My assessment by the rules: {VERDICT_WORDS[a.verdict]}. {understood(a.profile)}{nxt})".replace(" .", ".")
+
+
 def render(a: Assessment, question: str, problems: list[str] | None = None) -> Report:
     """The answer to a planning question, with its parts in the order of what was asked."""
     cite = _Citer()
