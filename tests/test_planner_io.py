@@ -189,7 +189,7 @@ def test_coach_plan_json(coach_cli: Cli) -> None:
     assert (development["status"], development["have"], development["required"]) == ("partly", "6 years", "8+ years")
     assert development["source"] == "Requirements > Technical Expertise (03-requirements.md)"
     assert rows["5+ years in technical leadership roles."]["status"] == "partly"
-    assert data["ladder"]["current"] is None
+    assert data["ladder"]["current"]["title"] is None and data["ladder"]["current"]["pay"] is None
     assert (data["ladder"]["next"]["title"], data["ladder"]["next"]["pay"]) == ("Entry Level", "$150,000 - $180,000")
     assert 1 <= len(data["priorities"]) <= 3 and all(p["text"] and p["source"] for p in data["priorities"])
     assert "**Verdict: not yet.**" in data["answer"]

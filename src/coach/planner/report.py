@@ -248,9 +248,11 @@ def to_dict(a: Assessment, problems: list[str] | None = None) -> dict[str, Any]:
     def cite(c: Cite) -> str:
         return f"{c.label} ({c.source})"
 
-    def rung(r: Rung | None) -> dict[str, Any] | None:
-        return None if r is None else {"title": r.title, "pay": r.pay, "low": r.low, "high": r.high,
-                                       "open_ended": r.open_ended, "source": cite(r.cite)}
+    def rung(r: Rung | None) -> dict[str, Any]:
+        if r is None:  # not on this ladder (or at its top): the same keys, empty
+            return {"title": None, "pay": None, "low": None, "high": None, "open_ended": None, "source": None}
+        return {"title": r.title, "pay": r.pay, "low": r.low, "high": r.high, "open_ended": r.open_ended,
+                "source": cite(r.cite)}
 
     return {
         "role": a.card.role,
@@ -262,7 +264,7 @@ def to_dict(a: Assessment, problems: list[str] | None = None) -> dict[str, Any]:
                           "must": r.requirement.must, "status": r.status, "have": r.have, "required": r.required,
                           "gap": r.gap, "source": cite(r.requirement.cite)} for r in a.rows],
         "ladder": {"current": rung(a.current), "next": rung(a.next),
-                   "rungs": [{**(rung(r) or {}), "tier": r.tier, "above_role": r.above_role} for r in a.card.ladder]},
+                   "rungs": [{**rung(r), "tier": r.tier, "above_role": r.above_role} for r in a.card.ladder]},
         "priorities": [{"text": f"{p.text}: {p.action}" if p.text else p.action, "gap": p.text, "action": p.action,
                         "source": cite(p.sources[-1]), "sources": [cite(c) for c in p.sources]}
                        for p in a.priorities],
