@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Generator, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from coach import conversation, extractive
@@ -30,6 +31,22 @@ from coach.prompts import Prompts
 from coach.retrieval import HybridRetriever, Library
 
 SYSTEM_PROMPTS = ("system_knowledge", "system_passages")
+MAX_TEMPERATURE = 1.0  # above this the small local model strays from its sources
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may ask of generation, kept within the settings (the API's max_tokens, temperature)."""
+
+    max_tokens: int | None = None
+    temperature: float | None = None
+
+    def within(self, settings: Settings) -> tuple[int, float]:
+        """The answer-token cap and the temperature to use."""
+        cap = settings.max_answer_tokens if self.max_tokens is None else max(1, min(self.max_tokens,
+                                                                                    settings.max_answer_tokens))
+        heat = settings.temperature if self.temperature is None else min(max(self.temperature, 0.0), MAX_TEMPERATURE)
+        return cap, heat
 
 
 class Coach:
@@ -48,6 +65,7 @@ class Coach:
         self.secret = secret_ngrams(prompts.template(name).template for name in SYSTEM_PROMPTS)
         self.planner = Planner(embedder.embed_documents)
         self.warm_error: str | None = None
+        self.warming = False  # True while warm() runs: the model is loading or preparing its prefix
 
     @property
     def backend_name(self) -> str:
@@ -79,6 +97,7 @@ class Coach:
     # -- start-up -----------------------------------------------------------------------------------------
     def warm(self) -> None:
         """Load the index and the model, prepare the cached prompt prefix (run in the background at start-up)."""
+        self.warming = True
         try:
             self.retriever.warm()
             library = self.retriever.library()
@@ -89,6 +108,8 @@ class Coach:
             self.backend.prepare(self.prompter.system(mode, library))
         except CoachError as exc:
             self.warm_error = str(exc)
+        finally:
+            self.warming = False
 
     def warm_in_background(self) -> threading.Thread:
         """Start warm() on a daemon thread."""
@@ -98,20 +119,21 @@ class Coach:
 
     # -- answering ------------------------------------------------------------------------------------------
     def answer(self, question: str, history: list[dict[str, Any]] | None = None, top_k: int | None = None,
-               profile: Profile | None = None) -> Answer:
+               profile: Profile | None = None, limits: Limits | None = None) -> Answer:
         """The finished answer to one question (the stream, consumed)."""
         final = None
-        for event in self.stream(question, history, top_k, profile):
+        for event in self.stream(question, history, top_k, profile, limits):
             final = event.answer or final
         assert final is not None
         return final
 
     def stream(self, question: str, history: list[dict[str, Any]] | None = None, top_k: int | None = None,
-               profile: Profile | None = None) -> Iterator[Event]:
+               profile: Profile | None = None, limits: Limits | None = None) -> Iterator[Event]:
         """Answer one question in the context of history, as a stream of events ending with `done`.
 
         `profile` is what the person saved about themselves (the UI's form); the planner reads the rest
-        from the conversation.
+        from the conversation. `limits` (an API client's max_tokens and temperature) can only tighten the
+        settings' own.
         """
         start = time.perf_counter()
         question = conversation.clean_question(question, self.settings.max_question_chars)
@@ -141,7 +163,8 @@ class Coach:
         library = self.retriever.library()
         prompt = self.prompter.build(question, evidence, earlier, self.backend, library)
         checks = StreamChecks(prompt, evidence.passages, self.prompter.knowledge(library).topics, self.secret)
-        request = Request(prompt.messages, self.settings.max_answer_tokens, self.settings.temperature, evidence)
+        max_tokens, temperature = (limits or Limits()).within(self.settings)
+        request = Request(prompt.messages, max_tokens, temperature, evidence)
         response = Response(self.backend, request, self.settings.answer_soft_tokens)
         try:
             yield from self._write(answer, response, checks, start)

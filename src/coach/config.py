@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from coach.errors import CoachError
 
 BackendName = Literal["local", "openai", "extractive", "fake"]
 BACKENDS: tuple[str, ...] = ("local", "openai", "extractive")
@@ -101,10 +104,29 @@ class Settings(BaseSettings):
     auth_password: SecretStr | None = Field(None, description="Password for the chat UI.")
     concurrency: int = Field(1, ge=1, description="Answers generated at once by the UI's queue.")
 
+    # OpenAI-compatible API (/v1 on the same server as the page)
+    api_keys: SecretStr | None = Field(
+        None, description="Comma-separated keys; when set (or api_keys_file), every /v1 call needs "
+        "`Authorization: Bearer KEY`. Never printed."
+    )
+    api_keys_file: Path | None = Field(None, description="A file of API keys, one a line (# comments allowed).")
+    api_queue: int = Field(8, ge=0, description="API requests that may wait for a free answering slot; more get 429.")
+
     @property
     def chroma_dir(self) -> Path:
         """The embedded Chroma folder."""
         return self.chroma_path or self.data_dir / "chroma"
+
+    def api_key_set(self) -> frozenset[str]:
+        """Every accepted API key (from api_keys and api_keys_file); empty when the API is open."""
+        keys = set(self.api_keys.get_secret_value().split(",")) if self.api_keys else set()
+        if self.api_keys_file is not None:
+            try:
+                lines = self.api_keys_file.read_text(encoding="utf-8").splitlines()
+            except OSError as exc:
+                raise CoachError(f"COACH_API_KEYS_FILE {self.api_keys_file} cannot be read ({exc.strerror}).") from None
+            keys |= {line.split("#", 1)[0] for line in lines}
+        return frozenset(k.strip() for k in keys if k.strip())
 
     @property
     def database(self) -> str:
@@ -115,6 +137,16 @@ class Settings(BaseSettings):
     def feedback_file(self) -> Path:
         """Where likes and dislikes are appended, one JSON object a line."""
         return self.data_dir / "feedback.jsonl"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether host is only reachable from this machine."""
+    if host.lower() in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def load_settings(**overrides: Any) -> Settings:

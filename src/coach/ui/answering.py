@@ -3,11 +3,10 @@ and a blocking stream run off the event loop so that a stop is felt at once."""
 
 from __future__ import annotations
 
-import asyncio
 import html
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable, Generator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -126,48 +125,6 @@ def answer_steps(backends: Backends, settings: Settings, message: str, conversat
         turn.status, turn.note = "error", APOLOGY
     done = chat.with_turn(conversation, turn)
     yield chat.render(done), gr.skip(), chat.details(turn, error=turn.note), done
-
-
-async def in_background(steps: Callable[[], Generator[T, None, None]]) -> AsyncIterator[T]:
-    """The items of a blocking generator, produced on a worker thread.
-
-    A stop (the event cancelled: the stop button, a closed tab) is felt at once, even while the model is
-    silent; the generator is then closed on its own thread at its next item, which stops the model.
-    """
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[tuple[bool, Any]] = asyncio.Queue()
-    stop = threading.Event()
-
-    def put(item: tuple[bool, Any]) -> None:
-        try:
-            loop.call_soon_threadsafe(queue.put_nowait, item)
-        except RuntimeError:  # the server's loop is gone
-            pass
-
-    def produce() -> None:
-        items = steps()
-        try:
-            for item in items:
-                if stop.is_set():
-                    break
-                put((False, item))
-        except Exception as exc:  # handed to the event, as if raised there
-            put((True, exc))
-        finally:
-            items.close()  # GeneratorExit in the coach's stream: the model stops
-            put((True, None))
-
-    threading.Thread(target=produce, name="coach-answer", daemon=True).start()
-    try:
-        while True:
-            done, item = await queue.get()
-            if done:
-                if item is not None:
-                    raise item
-                return
-            yield item
-    finally:
-        stop.set()
 
 
 def settle(conversation: Conversation | None) -> Conversation | None:

@@ -13,6 +13,7 @@ from typing import Any
 
 import gradio as gr
 
+from coach.background import in_background
 from coach.coach import Coach
 from coach.config import Settings
 from coach.errors import CoachError
@@ -23,7 +24,6 @@ from coach.ui.answering import (
     Step,
     answer_steps,
     forget,
-    in_background,
     save_conversation,
     settle,
     status_line,

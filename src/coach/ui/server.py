@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import ipaddress
 import secrets
 import sys
 from pathlib import Path
 
 import gradio as gr
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
 
-from coach.config import Settings
+from coach.coach import Coach
+from coach.config import Settings, is_loopback
 from coach.errors import CoachError
 
 
@@ -27,30 +29,40 @@ def browser_secret(settings: Settings) -> str | None:
 
 
 # -- running it --------------------------------------------------------------------------------
-def is_loopback(host: str) -> bool:
-    """Whether host is only reachable from this machine."""
-    if host.lower() in ("localhost", "localhost.localdomain"):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
+def launch(demo: gr.Blocks, settings: Settings, block: bool = True, quiet: bool = False,
+           coach: Coach | None = None) -> str:
+    """Start the server on settings.host:port (blocking unless block=False); returns the local URL.
 
-
-def launch(demo: gr.Blocks, settings: Settings, block: bool = True, quiet: bool = False) -> str:
-    """Start the server on settings.host:port (blocking unless block=False); returns the local URL."""
+    With `coach`, the same server also answers the OpenAI-compatible API under /v1 and /healthz.
+    """
     auth = None
     if settings.auth_username and settings.auth_password:
         auth = (settings.auth_username, settings.auth_password.get_secret_value())
     # Answers have their own limit (set in build_ui); light events of several people run side by side.
     demo.queue(default_concurrency_limit=max(4, settings.concurrency))
-    _, url, _ = demo.launch(
-        server_name=settings.host, server_port=settings.port, auth=auth, prevent_thread_lock=not block,
+    app, url, _ = demo.launch(
+        server_name=settings.host, server_port=settings.port, auth=auth, prevent_thread_lock=True,
         show_error=False, quiet=quiet, share=False, inbrowser=False, ssr_mode=False, pwa=False,
         mcp_server=False, enable_monitoring=False, footer_links=["api", "settings"],
         max_file_size="10mb",  # a résumé larger than this is refused before it is uploaded
     )
+    if coach is not None:
+        mount_api(app, coach, settings)
+    if block:
+        demo.block_thread()
     return str(url)
+
+
+def mount_api(app: FastAPI, coach: Coach, settings: Settings) -> None:
+    """The OpenAI-compatible API at /v1 and the readiness check at /healthz, on the page's own server."""
+    from coach.api import build_api, health
+
+    def healthz() -> JSONResponse:
+        status, body = health(coach)
+        return JSONResponse(body, status_code=status)
+
+    app.mount("/v1", build_api(coach, settings))
+    app.add_api_route("/healthz", healthz, methods=["GET"], include_in_schema=False)
 
 
 def _say(message: str) -> None:
@@ -62,14 +74,21 @@ def serve(settings: Settings) -> int:
     from coach.factory import build_coach
     from coach.ui.app import build_ui
 
-    if not is_loopback(settings.host) and not settings.allow_remote:
-        _say(f"error: refusing to listen on {settings.host}: it is reachable from other machines; "
-             "set COACH_ALLOW_REMOTE=true (and COACH_AUTH_USERNAME / COACH_AUTH_PASSWORD) to allow it.")
+    try:
+        keys = settings.api_key_set()
+    except CoachError as exc:
+        _say(f"error: {exc}")
+        return 2
+    login = bool(settings.auth_username and settings.auth_password)
+    if not is_loopback(settings.host) and not (settings.allow_remote and (login or keys)):
+        _say(f"error: refusing to listen on {settings.host}: it is reachable from other machines; set "
+             "COACH_ALLOW_REMOTE=true and a log-in (COACH_AUTH_USERNAME / COACH_AUTH_PASSWORD) or API keys "
+             "(COACH_API_KEYS) to allow it.")
         return 2
     if bool(settings.auth_username) != bool(settings.auth_password):
         _say("warning: set both COACH_AUTH_USERNAME and COACH_AUTH_PASSWORD to require a login; serving without one.")
-    elif not is_loopback(settings.host) and not settings.auth_username:
-        _say(f"warning: serving on {settings.host} without a login (COACH_AUTH_USERNAME / COACH_AUTH_PASSWORD).")
+    if not is_loopback(settings.host) and not keys:
+        _say(f"warning: no COACH_API_KEYS: the API at /v1 answers nobody on {settings.host} (401) until keys are set.")
     try:
         coach = build_coach(settings, say=_say)
         demo = build_ui(coach, settings)
@@ -77,11 +96,12 @@ def serve(settings: Settings) -> int:
         _say(f"error: {exc}")
         return 1
     try:
-        url = launch(demo, settings, block=False, quiet=True)
+        url = launch(demo, settings, block=False, quiet=True, coach=coach)
     except OSError as exc:
         _say(f"error: cannot listen on {settings.host}:{settings.port} ({exc}); set COACH_PORT to a free port.")
         return 1
-    _say(f"coach: chat ready at {url} (backend {coach.backend_name}, model {coach.model_name}); Ctrl-C stops it.")
+    _say(f"coach: chat ready at {url} and the OpenAI-compatible API at {url.rstrip('/')}/v1 (backend "
+         f"{coach.backend_name}, model {coach.model_name}); Ctrl-C stops it.")
     # Only now: llama.cpp silences the whole process's stdout/stderr while it loads the model.
     coach.warm_in_background()
     try:

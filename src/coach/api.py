@@ -1,0 +1,340 @@
+"""The coach as an OpenAI-compatible API: /v1/models and /v1/chat/completions (streamed or not), and /healthz.
+
+Served on the same server and port as the chat page (mounted by coach.ui.server.launch). Answers come
+from the same pipeline as the page (Coach.stream): retrieval, the checks, refusals, the planner. Sources
+come back as data on the choice (and on the stream's chunks) in private-gpt's shape; clients that ignore
+them still work. System messages of a client are ignored: they never override the coach's own rules.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import re
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Generator
+from typing import Any, Literal
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from coach.answer import Answer, Event
+from coach.background import in_background
+from coach.coach import Coach, Limits
+from coach.config import Settings, is_loopback
+from coach.conversation import InputError
+from coach.errors import CoachError
+from coach.retrieval import Passage
+from coach.text import estimate_tokens, strip_citations
+
+log = logging.getLogger("coach.api")
+MODEL_ID = "coach"
+RETRY_AFTER_S = 5
+
+
+class ApiError(Exception):
+    """An error answered in OpenAI's shape."""
+
+    def __init__(self, status: int, message: str, kind: str = "invalid_request_error", code: str | None = None,
+                 param: str | None = None, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.kind, self.code, self.param = status, message, kind, code, param
+        self.headers = headers or {}
+
+    def response(self) -> JSONResponse:
+        """The JSON error body and status."""
+        body = {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
+        return JSONResponse(body, status_code=self.status, headers=self.headers)
+
+
+class ContentPart(BaseModel):
+    """A part of a message's content (only text parts are read)."""
+
+    model_config = ConfigDict(extra="allow")
+    type: str = "text"
+    text: str | None = None
+
+
+class ChatMessage(BaseModel):
+    """One message of the conversation."""
+
+    model_config = ConfigDict(extra="allow")
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
+    content: str | list[ContentPart] | None = None
+
+    def text(self) -> str:
+        """The message's text."""
+        if isinstance(self.content, list):
+            return "".join(p.text or "" for p in self.content if p.type == "text")
+        return self.content or ""
+
+
+class StreamOptions(BaseModel):
+    """OpenAI's stream options."""
+
+    model_config = ConfigDict(extra="allow")
+    include_usage: bool = False
+
+
+class ChatCompletionRequest(BaseModel):
+    """The body of POST /v1/chat/completions (unknown fields are accepted and ignored)."""
+
+    model_config = ConfigDict(extra="allow")
+    model: str = Field(MODEL_ID, max_length=200)
+    messages: list[ChatMessage] = Field(min_length=1, max_length=500)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    temperature: float | None = Field(None, ge=0, le=2)
+    max_tokens: int | None = Field(None, ge=1, le=100_000)
+    max_completion_tokens: int | None = Field(None, ge=1, le=100_000)
+
+
+class Slots:
+    """Answers running at once and waiting; beyond both limits a request is told to come back (429)."""
+
+    def __init__(self, running: int, waiting: int) -> None:
+        self.limit = running + waiting
+        self.taken = 0
+        self.lock = threading.Lock()
+
+    def take(self) -> None:
+        """Reserve a place, or raise 429."""
+        with self.lock:
+            if self.taken >= self.limit:
+                raise ApiError(429, f"The coach is busy answering {self.taken} questions; try again in "
+                               f"{RETRY_AFTER_S} s.", "rate_limit_error", "busy", headers={
+                                   "Retry-After": str(RETRY_AFTER_S)})
+            self.taken += 1
+
+    def give_back(self) -> None:
+        """Release a place."""
+        with self.lock:
+            self.taken = max(0, self.taken - 1)
+
+
+def source_dict(n: int, p: Passage) -> dict[str, Any]:
+    """A source in private-gpt's shape (context.chunk of an ingest.document), numbered as cited."""
+    return {"object": "context.chunk", "index": n, "score": round(p.score, 6), "text": p.text,
+            "document": {"object": "ingest.document", "doc_id": p.id,
+                         "doc_metadata": {"file_name": p.source, "section": p.section, "subsection": p.subsection,
+                                          "label": p.label}},
+            "previous_texts": None, "next_texts": None}
+
+
+def sources_of(passages: list[Passage]) -> list[dict[str, Any]]:
+    """The sources of an answer, numbered from 1 as the answer cites them."""
+    return [source_dict(n, p) for n, p in enumerate(passages, 1)]
+
+
+def conversation_of(body: ChatCompletionRequest, limit: int) -> tuple[str, list[dict[str, str]]]:
+    """The question (the last user message) and the earlier user/assistant turns; system messages are left out."""
+    turns = [{"role": m.role, "content": m.text()} for m in body.messages if m.role in ("user", "assistant")]
+    if not turns or turns[-1]["role"] != "user":
+        raise ApiError(400, "The last message must be the user's question.", param="messages")
+    question = turns[-1]["content"]
+    if len(question) > limit:
+        raise ApiError(400, f"The question is {len(question):,} characters long; the limit is {limit:,}.",
+                       param="messages", code="question_too_long")
+    return question, turns[:-1]
+
+
+def usage(answer: Answer, question: str, history: list[dict[str, str]]) -> dict[str, int]:
+    """Token counts: the model's own when it wrote the answer, else estimated from the text."""
+    prompt = answer.prompt_tokens or estimate_tokens(question + "".join(m["content"] for m in history))
+    completion = answer.completion_tokens or estimate_tokens(answer.text)
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def coach_fields(answer: Answer) -> dict[str, Any]:
+    """What the coach adds beside OpenAI's fields."""
+    data: dict[str, Any] = {"route": answer.route, "backend": answer.backend, "model": answer.model,
+                            "fallback": answer.fallback, "out_of_scope": answer.out_of_scope,
+                            "standalone_question": answer.standalone}
+    if answer.plan is not None:
+        data["plan"] = answer.plan
+    return data
+
+
+def _same_words(a: str, b: str) -> bool:
+    def norm(t: str) -> str:
+        return " ".join(re.sub(r"\s+", " ", strip_citations(t)).split())
+
+    return norm(a) == norm(b)
+
+
+def build_api(coach: Coach, settings: Settings) -> FastAPI:
+    """The /v1 application (mounted under /v1 of the page's server)."""
+    keys = settings.api_key_set()
+    # Reachable from other machines with no key set: nothing is answered (serve() says so at start).
+    closed = not keys and not is_loopback(settings.host)
+    slots = Slots(settings.concurrency, settings.api_queue)
+    app = FastAPI(title="coach: OpenAI-compatible API", version="1", docs_url=None, redoc_url=None)
+
+    @app.exception_handler(ApiError)
+    async def api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return exc.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        return ApiError(400, f"Invalid request: {where or 'body'}: {first.get('msg', 'not valid')}.",
+                        param=where or None).response()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+        return ApiError(exc.status_code, str(exc.detail), kind).response()
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.error("API request failed", exc_info=exc)
+        return ApiError(500, "Something went wrong while answering (the details were logged).", "server_error") \
+            .response()
+
+    @app.middleware("http")
+    async def authorize(request: Request, call_next: Any) -> Any:
+        if closed:
+            return ApiError(401, f"The API does not answer on {settings.host} without keys: set COACH_API_KEYS.",
+                            "authentication_error", "api_keys_required").response()
+        if keys:
+            given = request.headers.get("authorization", "")
+            token = given[7:].strip() if given.lower().startswith("bearer ") else ""
+            if not any(hmac.compare_digest(token.encode(), k.encode()) for k in keys):
+                why = "No API key was given" if not token else "The API key is not valid"
+                return ApiError(401, f"{why}: send `Authorization: Bearer KEY` with a key from COACH_API_KEYS.",
+                                "authentication_error", "invalid_api_key").response()
+        return await call_next(request)
+
+    @app.get("/models", summary="The coach as a model")
+    def models() -> dict[str, Any]:
+        created = 0
+        return {"object": "list", "data": [{
+            "id": MODEL_ID, "object": "model", "created": created, "owned_by": "coach",
+            "metadata": {"role": _role(coach), "backend": coach.backend_name, "model": coach.model_name}}]}
+
+    @app.get("/models/{model_id}", summary="One model")
+    def model(model_id: str) -> dict[str, Any]:
+        if model_id != MODEL_ID:
+            raise ApiError(404, f"The model `{model_id}` does not exist; use `{MODEL_ID}`.", "not_found_error",
+                           "model_not_found", "model")
+        return models()["data"][0]
+
+    @app.post("/chat/completions", summary="Answer the conversation's last question", response_model=None)
+    async def chat_completions(body: ChatCompletionRequest) -> Any:
+        if body.model != MODEL_ID:
+            raise ApiError(404, f"The model `{body.model}` does not exist; use `{MODEL_ID}`.", "not_found_error",
+                           "model_not_found", "model")
+        question, history = conversation_of(body, settings.max_question_chars)
+        if not question.strip():
+            raise ApiError(400, "The question is empty.", param="messages")
+        if coach.warming:
+            raise ApiError(503, f"The model is still loading; try again in {RETRY_AFTER_S} s.", "server_error",
+                           "model_not_ready", headers={"Retry-After": str(RETRY_AFTER_S)})
+        limits = Limits(body.max_completion_tokens or body.max_tokens, body.temperature)
+        slots.take()
+        if body.stream:
+            return StreamingResponse(_stream(coach, question, history, limits, body, slots),
+                                     media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        try:
+            final = None
+            async for event in in_background(lambda: _events(coach, question, history, limits)):
+                final = event.answer or final
+        except InputError as exc:
+            raise ApiError(400, str(exc), param="messages") from None
+        except CoachError as exc:
+            raise ApiError(503, str(exc), "server_error", "unavailable") from None
+        finally:
+            slots.give_back()
+        assert final is not None
+        return _completion(final, question, history)
+
+    return app
+
+
+def _role(coach: Coach) -> str:
+    try:
+        return coach.role()
+    except CoachError:
+        return "this role"
+
+
+def _events(coach: Coach, question: str, history: list[dict[str, str]], limits: Limits
+            ) -> Generator[Event, None, None]:
+    yield from coach.stream(question, history, limits=limits)
+
+
+def _completion(answer: Answer, question: str, history: list[dict[str, str]]) -> dict[str, Any]:
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
+        "model": MODEL_ID,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.text}, "finish_reason": "stop",
+                     "sources": sources_of(answer.sources)}],
+        "usage": usage(answer, question, history), "coach": coach_fields(answer),
+    }
+
+
+async def _stream(coach: Coach, question: str, history: list[dict[str, str]], limits: Limits,
+                  body: ChatCompletionRequest, slots: Slots) -> AsyncIterator[str]:
+    """Server-sent events: the answer's pieces as chat.completion.chunk objects, then `data: [DONE]`."""
+    ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+
+    def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish, **extra}
+        data = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": MODEL_ID,
+                "choices": [choice]}
+        return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+    sent = ""
+    try:
+        yield chunk({"role": "assistant", "content": ""})
+        async for event in in_background(lambda: _events(coach, question, history, limits)):
+            if event.kind == "sources":
+                yield chunk({}, sources=sources_of(event.sources))
+            elif event.kind == "token":
+                sent += event.text
+                yield chunk({"content": event.text})
+            elif event.kind == "replace" and not _same_words(event.text, sent):
+                # A stream cannot take text back: the corrected answer follows, and `coach.replace` carries it
+                # whole for clients that can show it instead.
+                addition = event.text[len(sent):] if event.text.startswith(sent) else f"\n\n{event.text}"
+                sent += addition
+                yield chunk({"content": addition}, coach={"replace": event.text})
+            elif event.kind == "done" and event.answer is not None:
+                answer = event.answer
+                if not sent and answer.text:  # refusals and declines arrive whole
+                    yield chunk({"content": answer.text})
+                yield chunk({}, "stop", sources=sources_of(answer.sources), coach=coach_fields(answer))
+                if body.stream_options is not None and body.stream_options.include_usage:
+                    data = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": MODEL_ID,
+                            "choices": [], "usage": usage(answer, question, history)}
+                    yield f"data: {json.dumps(data)}\n\n"
+    except CoachError as exc:  # e.g. the question was refused: an error event in OpenAI's shape
+        error = {"error": {"message": str(exc), "type": "invalid_request_error" if isinstance(exc, InputError)
+                           else "server_error", "param": None, "code": None}}
+        yield f"data: {json.dumps(error)}\n\n"
+    except Exception:
+        log.exception("streaming an answer failed")
+        yield f"data: {json.dumps({'error': {'message': 'Something went wrong (the details were logged).', 'type': 'server_error', 'param': None, 'code': None}})}\n\n"  # noqa: E501
+    finally:
+        slots.give_back()
+    yield "data: [DONE]\n\n"
+
+
+def health(coach: Coach) -> tuple[int, dict[str, Any]]:
+    """Readiness for process managers and load balancers: 200 when the index answers and the model is warm."""
+    try:
+        index: dict[str, Any] = {"ok": True, "passages": coach.retriever.count()}
+    except Exception as exc:  # an unreachable Chroma server, a damaged index
+        index = {"ok": False, "error": type(exc).__name__}
+    model = {"backend": coach.backend_name, "name": coach.model_name, "warm": not coach.warming,
+             "error": coach.warm_error}
+    ready = bool(index["ok"]) and index.get("passages", 0) > 0 and not coach.warming
+    return (200 if ready else 503), {"status": "ready" if ready else "starting" if coach.warming else "unavailable",
+                                     "index": index, "model": model}
