@@ -100,23 +100,24 @@ class UiServer:
         self.demo.close()
 
 
-def start_server(coach: Coach) -> UiServer:
-    """build_ui + launch on the coach's (free, loopback) port, without blocking."""
+def start_server(coach: Coach, api: bool = False) -> UiServer:
+    """build_ui + launch on the coach's (free, loopback) port, without blocking; with `api`, also /v1 and /healthz."""
     from coach.ui import build_ui, launch
 
     demo = build_ui(coach, coach.settings)
-    url = launch(demo, coach.settings, block=False, quiet=True)
+    url = launch(demo, coach.settings, block=False, quiet=True, coach=coach if api else None)
     return UiServer(url.rstrip("/") + "/", coach, demo)
 
 
 @pytest.fixture(scope="module")
 def server_factory(ui_index: UiIndex, tmp_path_factory: pytest.TempPathFactory
                    ) -> Iterator[Callable[..., UiServer]]:
-    """server_factory(backend=None, **settings): a running server (its own data folder); closed with the module."""
+    """server_factory(backend=None, api=False, **settings): a running server (its own data folder), with the
+    OpenAI-compatible API when `api`; closed with the module."""
     started: list[UiServer] = []
 
-    def start(backend: Any = None, **extra: Any) -> UiServer:
-        server = start_server(ui_coach(ui_index, tmp_path_factory.mktemp("ui-data"), backend, **extra))
+    def start(backend: Any = None, api: bool = False, **extra: Any) -> UiServer:
+        server = start_server(ui_coach(ui_index, tmp_path_factory.mktemp("ui-data"), backend, **extra), api=api)
         started.append(server)
         return server
 

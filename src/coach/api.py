@@ -28,7 +28,7 @@ from coach.answer import Answer, Event
 from coach.background import in_background
 from coach.coach import Coach, Limits
 from coach.config import Settings, is_loopback
-from coach.conversation import InputError
+from coach.conversation import InputError, clean_question
 from coach.errors import CoachError
 from coach.retrieval import Passage
 from coach.text import estimate_tokens, strip_citations
@@ -51,6 +51,21 @@ class ApiError(Exception):
         """The JSON error body and status."""
         body = {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
         return JSONResponse(body, status_code=self.status, headers=self.headers)
+
+
+class ErrorDetail(BaseModel):
+    """What went wrong, as OpenAI says it."""
+
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorBody(BaseModel):
+    """Every error's body."""
+
+    error: ErrorDetail
 
 
 class ContentPart(BaseModel):
@@ -96,12 +111,13 @@ class ChatCompletionRequest(BaseModel):
 
 
 class Slots:
-    """Answers running at once and waiting; beyond both limits a request is told to come back (429)."""
+    """At most `running` answers at once, `waiting` more in line; beyond both a request is told to come back (429)."""
 
     def __init__(self, running: int, waiting: int) -> None:
         self.limit = running + waiting
         self.taken = 0
         self.lock = threading.Lock()
+        self.running = threading.BoundedSemaphore(running)  # held while an answer is being written
 
     def take(self) -> None:
         """Reserve a place, or raise 429."""
@@ -174,7 +190,11 @@ def build_api(coach: Coach, settings: Settings) -> FastAPI:
     # Reachable from other machines with no key set: nothing is answered (serve() says so at start).
     closed = not keys and not is_loopback(settings.host)
     slots = Slots(settings.concurrency, settings.api_queue)
-    app = FastAPI(title="coach: OpenAI-compatible API", version="1", docs_url=None, redoc_url=None)
+    # Errors are documented as they are answered (400, not FastAPI's 422, in OpenAI's shape).
+    errors: dict[int | str, dict[str, Any]] = {"4XX": {"model": ErrorBody, "description": "A refused request"},
+                                               "5XX": {"model": ErrorBody, "description": "Not answered now"}}
+    app = FastAPI(title="coach: OpenAI-compatible API", version="1", docs_url=None, redoc_url=None, responses=errors)
+    app.state.slots = slots  # the readiness check reports how many answers are in flight
 
     @app.exception_handler(ApiError)
     async def api_error(_: Request, exc: ApiError) -> JSONResponse:
@@ -193,10 +213,9 @@ def build_api(coach: Coach, settings: Settings) -> FastAPI:
         return ApiError(exc.status_code, str(exc.detail), kind).response()
 
     @app.exception_handler(Exception)
-    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+    async def unexpected(_: Request, exc: Exception) -> JSONResponse:  # a last resort: see authorize
         log.error("API request failed", exc_info=exc)
-        return ApiError(500, "Something went wrong while answering (the details were logged).", "server_error") \
-            .response()
+        return _server_error()
 
     @app.middleware("http")
     async def authorize(request: Request, call_next: Any) -> Any:
@@ -210,7 +229,13 @@ def build_api(coach: Coach, settings: Settings) -> FastAPI:
                 why = "No API key was given" if not token else "The API key is not valid"
                 return ApiError(401, f"{why}: send `Authorization: Bearer KEY` with a key from COACH_API_KEYS.",
                                 "authentication_error", "invalid_api_key").response()
-        return await call_next(request)
+        try:
+            return await call_next(request)
+        except Exception as exc:
+            # Answered here: an exception left to Starlette's handler is re-raised to the server after the 500,
+            # which then closes the connection, and the client's next request on it fails ("connection reset").
+            log.error("API request failed", exc_info=exc)
+            return _server_error()
 
     @app.get("/models", summary="The coach as a model")
     def models() -> dict[str, Any]:
@@ -226,14 +251,18 @@ def build_api(coach: Coach, settings: Settings) -> FastAPI:
                            "model_not_found", "model")
         return models()["data"][0]
 
-    @app.post("/chat/completions", summary="Answer the conversation's last question", response_model=None)
+    @app.post("/chat/completions", summary="Answer the conversation's last question", response_model=None,
+              responses={200: {"description": "A chat.completion, or chat.completion.chunk events when `stream`",
+                               "content": {"application/json": {}, "text/event-stream": {}}}})
     async def chat_completions(body: ChatCompletionRequest) -> Any:
         if body.model != MODEL_ID:
             raise ApiError(404, f"The model `{body.model}` does not exist; use `{MODEL_ID}`.", "not_found_error",
                            "model_not_found", "model")
         question, history = conversation_of(body, settings.max_question_chars)
-        if not question.strip():
-            raise ApiError(400, "The question is empty.", param="messages")
+        try:  # the coach's own cleaning: a question of only invisible characters is refused here, not mid-stream
+            clean_question(question, settings.max_question_chars)
+        except InputError as exc:
+            raise ApiError(400, str(exc), param="messages") from None
         if coach.warming:
             raise ApiError(503, f"The model is still loading; try again in {RETRY_AFTER_S} s.", "server_error",
                            "model_not_ready", headers={"Retry-After": str(RETRY_AFTER_S)})
@@ -244,7 +273,7 @@ def build_api(coach: Coach, settings: Settings) -> FastAPI:
                                      media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
         try:
             final = None
-            async for event in in_background(lambda: _events(coach, question, history, limits)):
+            async for event in in_background(lambda: _events(coach, question, history, limits, slots)):
                 final = event.answer or final
         except InputError as exc:
             raise ApiError(400, str(exc), param="messages") from None
@@ -258,6 +287,10 @@ def build_api(coach: Coach, settings: Settings) -> FastAPI:
     return app
 
 
+def _server_error() -> JSONResponse:
+    return ApiError(500, "Something went wrong while answering (the details were logged).", "server_error").response()
+
+
 def _role(coach: Coach) -> str:
     try:
         return coach.role()
@@ -265,9 +298,11 @@ def _role(coach: Coach) -> str:
         return "this role"
 
 
-def _events(coach: Coach, question: str, history: list[dict[str, str]], limits: Limits
+def _events(coach: Coach, question: str, history: list[dict[str, str]], limits: Limits, slots: Slots
             ) -> Generator[Event, None, None]:
-    yield from coach.stream(question, history, limits=limits)
+    """The coach's events, once an answering slot is free (the wait runs on the worker thread)."""
+    with slots.running:
+        yield from coach.stream(question, history, limits=limits)
 
 
 def _completion(answer: Answer, question: str, history: list[dict[str, str]]) -> dict[str, Any]:
@@ -294,7 +329,7 @@ async def _stream(coach: Coach, question: str, history: list[dict[str, str]], li
     sent = ""
     try:
         yield chunk({"role": "assistant", "content": ""})
-        async for event in in_background(lambda: _events(coach, question, history, limits)):
+        async for event in in_background(lambda: _events(coach, question, history, limits, slots)):
             if event.kind == "sources":
                 yield chunk({}, sources=sources_of(event.sources))
             elif event.kind == "token":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 import sys
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import gradio as gr
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
+from starlette.routing import Mount
 
 from coach.coach import Coach
 from coach.config import Settings, is_loopback
@@ -57,11 +59,19 @@ def mount_api(app: FastAPI, coach: Coach, settings: Settings) -> None:
     """The OpenAI-compatible API at /v1 and the readiness check at /healthz, on the page's own server."""
     from coach.api import build_api, health
 
+    v1 = build_api(coach, settings)
+
     def healthz() -> JSONResponse:
         status, body = health(coach)
+        slots = v1.state.slots
+        body["api"] = {"in_flight": slots.taken, "limit": slots.limit}  # answering or waiting, and how many may
         return JSONResponse(body, status_code=status)
 
-    app.mount("/v1", build_api(coach, settings))
+    api = Mount("/v1", app=v1)
+    # Starlette's pattern stops at a line break: a path holding an encoded one (%0A) would miss the API and get the
+    # page's 404 ({"detail": ...}) instead of an error in OpenAI's shape.
+    api.path_regex = re.compile(api.path_regex.pattern, re.DOTALL)
+    app.router.routes.append(api)
     app.add_api_route("/healthz", healthz, methods=["GET"], include_in_schema=False)
 
 
