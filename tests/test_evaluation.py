@@ -84,10 +84,10 @@ class RecordingCoach(Coach):
         super().__init__(*args, **kwargs)
         self.asked: list[tuple[str, list[dict[str, Any]]]] = []
 
-    def stream(self, question: str, history: list[dict[str, Any]] | None = None, top_k: int | None = None,
-               profile: Any = None) -> Iterator[Event]:
+    def stream(self, question: str, history: list[dict[str, Any]] | None = None, *args: Any,
+               **kwargs: Any) -> Iterator[Event]:
         self.asked.append((question, [dict(m) for m in history or []]))
-        return super().stream(question, history, top_k, profile)
+        return super().stream(question, history, *args, **kwargs)
 
 
 @pytest.fixture
