@@ -55,7 +55,8 @@ typecheck:
 
 # The markers tell the truth: the unit tests run in a copy of the project that has no model files at all.
 markers:
-	@tmp=$$(mktemp -d) && git ls-files -z | xargs -0 tar -cf - | tar -xf - -C $$tmp && \
+	@tmp=$$(mktemp -d) && \
+	  tar -cf - --exclude=./.venv --exclude=./models --exclude=./data --exclude=./.git . | tar -xf - -C $$tmp && \
 	  cd $$tmp && $(CURDIR)/$(BIN)/python -m pytest -q -p no:cacheprovider -m "not integration and not model"; \
 	  rc=$$?; rm -rf $$tmp; exit $$rc
 
