@@ -124,7 +124,7 @@ def test_a_run_with_the_extractive_backend_prints_every_figure_and_writes_every_
     assert summary["fact_recall"] == 1.0
     assert summary["out_of_scope_declined"] == "1/1"
     assert summary["latency_p50_ms"] > 0 and summary["ttft_p50_ms"] > 0
-    assert "hit@3" in evaluation.format_summary(summary)
+    assert "| hit@3 |" in evaluation.format_table({"q": summary})
 
     lines = _read(out)
     assert [line["id"] for line in lines] == ["d01", "d11", "d12", "free"]

@@ -209,8 +209,7 @@ def _profile_file(path: Path, coach: Any) -> Any:
     """A profile from a file: YAML or JSON fields, or a résumé (PDF, DOCX, Markdown, text) read by rules."""
     from pydantic import ValidationError
 
-    from coach.planner import Profile, Reading, read_profile, with_model_help
-    from coach.planner.resume import resume_text
+    from coach.planner import Profile, Reading
 
     if path.suffix.lower() in (".yaml", ".yml", ".json"):
         import yaml
@@ -223,12 +222,7 @@ def _profile_file(path: Path, coach: Any) -> Any:
         except ValidationError as exc:
             first = exc.errors()[0]
             raise CoachError(f"{path}: {'.'.join(map(str, first['loc'])) or 'profile'}: {first['msg']}") from None
-    text = resume_text(path)
-    card = coach.planner.card(coach.retriever.library())
-    reading = read_profile(text, card)
-    if coach.settings.profile_model_help and coach.backend.generative:
-        reading = with_model_help(reading, coach.prompts.render("profile_extract", text=text[:2000]), coach.backend)
-    return reading
+    return coach.read_resume(path)
 
 
 def cmd_plan(args: argparse.Namespace) -> int:

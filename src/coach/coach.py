@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from coach import conversation, extractive
@@ -24,8 +25,9 @@ from coach.errors import BackendUnavailableError, CoachError
 from coach.generation import Response
 from coach.guards import StreamGuard, looks_like_injection, secret_ngrams
 from coach.llm.base import ChatBackend, Request
-from coach.planner import Planner, Profile
+from coach.planner import Planner, Profile, Reading, read_profile, with_model_help
 from coach.planner.phrasing import contradiction
+from coach.planner.resume import resume_text
 from coach.prompting import Prompt, Prompter
 from coach.prompts import Prompts
 from coach.retrieval import HybridRetriever, Library
@@ -84,6 +86,16 @@ class Coach:
     def topics(self) -> str:
         """What the coach can help with: the knowledge base's section titles."""
         return self.prompter.knowledge(self.retriever.library()).topics
+
+    def read_resume(self, path: str | Path) -> Reading:
+        """The profile a résumé states: read by rules, and by the chat model only where the settings let it
+        (job title, location: planner.with_model_help). Raises CoachError when the file cannot be read."""
+        text = resume_text(Path(path))
+        reading = read_profile(text, self.planner.card(self.retriever.library()))
+        if self.settings.profile_model_help and self.backend.generative:
+            prompt = self.prompts.render("profile_extract", text=text[:2000])
+            reading = with_model_help(reading, prompt, self.backend)
+        return reading
 
     def context_mode(self) -> str:
         """`knowledge` (the whole knowledge base is the prompt prefix) or `passages`, for this backend."""

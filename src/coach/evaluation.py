@@ -166,14 +166,6 @@ def summarise(results: list[ItemResult]) -> dict[str, Any]:
     }
 
 
-def format_summary(summary: dict[str, Any]) -> str:
-    """The summary as aligned lines."""
-    def fmt(v: Any) -> str:
-        return f"{v:.3f}" if isinstance(v, float) else str(v)
-
-    return "\n".join(f"{k:>24}: {fmt(v)}" for k, v in summary.items())
-
-
 def run(coach: Coach, path: Path, out: Path | None = None, progress: bool = True) -> dict[str, Any]:
     """Evaluate one file, optionally writing one JSON line per item; returns the summary."""
     return run_files(coach, [path], out, progress)[path.stem]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -19,9 +18,8 @@ from pydantic import ValidationError
 
 from coach.coach import Coach
 from coach.errors import CoachError
-from coach.planner import Profile, RoleCard, assess, read_profile, to_dict, with_model_help
+from coach.planner import Profile, RoleCard, assess, to_dict
 from coach.planner.assess import VERDICT_WORDS, Assessment
-from coach.planner.resume import resume_text
 from coach.planner.store import PlanStore
 
 log = logging.getLogger("coach.ui")
@@ -326,13 +324,7 @@ class PlanService:
         """The profile a résumé states (raises CoachError with the reason when it cannot be read)."""
         if not path:
             raise CoachError("No file was uploaded.")
-        text = resume_text(Path(path))
-        reading = read_profile(text, self.card())
-        coach = self.coach
-        if coach.settings.profile_model_help and coach.backend.generative:
-            prompt = coach.prompts.render("profile_extract", text=text[:2000])
-            reading = with_model_help(reading, prompt, coach.backend)
-        return reading.profile
+        return self.coach.read_resume(path).profile
 
     def from_chat(self, person: str, plan: dict[str, Any] | None) -> Profile | None:
         """Keep the profile a planning answer rested on (the chat's reading, merged into the saved one)."""
