@@ -16,7 +16,7 @@ import httpx
 import openai
 import pytest
 from helpers import GateChat, SlowChat, wait_until
-from test_ui_fixtures import FAKE_REPLY, UiIndex, UiServer, ui_coach
+from test_ui_fixtures import FAKE_REPLY, UiIndex, UiServer, fake, gate, ui_coach
 
 from coach.api import build_api
 from coach.coach import MAX_TEMPERATURE
@@ -55,18 +55,6 @@ def gated_api(server_factory: Callable[..., UiServer]) -> Iterator[UiServer]:
     server = server_factory(GateChat(default=FAKE_REPLY), api=True, concurrency=1, api_queue=1)
     yield server
     gate(server).gate.set()  # nothing waits past the module
-
-
-def fake(server: UiServer) -> FakeChat:
-    backend = server.coach.backend
-    assert isinstance(backend, FakeChat)
-    return backend
-
-
-def gate(server: UiServer) -> GateChat:
-    backend = server.coach.backend
-    assert isinstance(backend, GateChat)
-    return backend
 
 
 def sdk(server: UiServer, key: str = "not-needed") -> openai.OpenAI:

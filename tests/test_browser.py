@@ -19,17 +19,13 @@ from typing import Any
 import pytest
 from helpers import REPO, GateChat, SlowChat, free_port, wait_until
 from playwright.sync_api import expect
-from test_ui_fixtures import FAKE_REPLY, HTML_FILE, HTML_QUESTION, UiServer, start_server
+from test_ui_fixtures import FAKE_REPLY, HTML_FILE, HTML_QUESTION, UiServer, gate, start_server
 
 from coach.ui import EXAMPLES
 
 pytest_plugins = ["test_ui_fixtures"]
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync",
-        "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1"]
 QUESTION = "What are the key responsibilities of the role?"
 SKILLS = "Which technical and soft skills does the role require?"
 SCREENSHOT = Path("/tmp/coach_screenshot.png")
@@ -39,20 +35,6 @@ STOPPED = re.compile(r"^\s*The\s+\(stopped\)\s*$")  # the first word, then the m
 SOURCE_LINE = re.compile(r"^\[(\d+)\] .+ · \d\d-[a-z0-9-]+\.md$", re.MULTILINE)
 
 expect.set_options(timeout=30_000)
-
-
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Any]:
-    """Debian's Chromium, headless, for the whole module."""
-    if not CHROMIUM.exists():
-        pytest.fail("/usr/bin/chromium is missing: run `make browser` (installs Debian's chromium)")
-    from playwright.sync_api import sync_playwright
-
-    playwright = sync_playwright().start()
-    browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
-    yield browser
-    browser.close()
-    playwright.stop()
 
 
 @pytest.fixture(scope="module")
@@ -67,12 +49,6 @@ def gated(server_factory: Callable[..., UiServer]) -> Iterator[UiServer]:
     server = server_factory(GateChat(default=FAKE_REPLY))
     yield server
     gate(server).gate.set()  # never leave an answer waiting
-
-
-def gate(server: UiServer) -> GateChat:
-    backend = server.coach.backend
-    assert isinstance(backend, GateChat)
-    return backend
 
 
 def hold_next_answer(server: UiServer) -> GateChat:

@@ -20,7 +20,7 @@ import gradio as gr
 import pytest
 from helpers import free_port
 from playwright.sync_api import expect
-from test_browser import ARGS, CHROMIUM, Chat
+from test_browser import Chat
 from test_ui_fixtures import UiIndex, UiServer, start_server, ui_coach
 
 from coach.coach import Coach
@@ -163,20 +163,6 @@ class PlanPage(Chat):
         expect(self.field("degree")).to_have_value(NOT_SAID)
         expect(self.skills).to_have_count(0)
         expect(self.verdict).to_have_text(f"Verdict: {VERDICT_WORDS['unknown']}")
-
-
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Any]:
-    """Debian's Chromium, headless, for the whole module."""
-    if not CHROMIUM.exists():
-        pytest.fail("/usr/bin/chromium is missing: run `make browser` (installs Debian's chromium)")
-    from playwright.sync_api import sync_playwright
-
-    playwright = sync_playwright().start()
-    chrome = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
-    yield chrome
-    chrome.close()
-    playwright.stop()
 
 
 @pytest.fixture(scope="module")

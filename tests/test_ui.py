@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from helpers import SlowChat
-from test_ui_fixtures import FAKE_REPLY, UiIndex, UiServer, ui_coach
+from test_ui_fixtures import FAKE_REPLY, UiIndex, UiServer, fake, ui_coach
 
 from coach.errors import BackendUnavailableError, CoachError
 from coach.ui import APOLOGY, serve
@@ -40,12 +40,6 @@ def client(server: UiServer, **kwargs: Any) -> Any:
     from gradio_client import Client
 
     return Client(server.url, verbose=False, **kwargs)
-
-
-def fake(server: UiServer) -> SlowChat:
-    backend = server.coach.backend
-    assert isinstance(backend, SlowChat)
-    return backend
 
 
 def text(message: dict[str, Any]) -> str:

@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import REPO, free_port
+from helpers import REPO, GateChat, free_port
 
 from coach.coach import Coach
 from coach.config import Settings
+from coach.llm.fake import FakeChat
 from coach.prompts import Prompts
 from coach.retrieval import HybridRetriever
 
@@ -124,3 +125,38 @@ def server_factory(ui_index: UiIndex, tmp_path_factory: pytest.TempPathFactory
     yield start
     for server in started:
         server.close()
+
+
+def fake(server: UiServer) -> FakeChat:
+    """The server's fake chat model (it records what it was sent)."""
+    backend = server.coach.backend
+    assert isinstance(backend, FakeChat)
+    return backend
+
+
+def gate(server: UiServer) -> GateChat:
+    """The server's gated fake chat model."""
+    backend = server.coach.backend
+    assert isinstance(backend, GateChat)
+    return backend
+
+
+# -- Debian's Chromium, never a browser downloaded by `playwright install` ------------------------------
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync",
+        "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1"]
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Any]:
+    """Debian's Chromium, headless, for the whole module."""
+    if not CHROMIUM.exists():
+        pytest.fail("/usr/bin/chromium is missing: run `make browser` (installs Debian's chromium)")
+    from playwright.sync_api import sync_playwright
+
+    playwright = sync_playwright().start()
+    browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
+    yield browser
+    browser.close()
+    playwright.stop()
