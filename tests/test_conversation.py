@@ -11,6 +11,7 @@ from helpers import CachingChat, turn
 from coach.conversation import (
     InputError,
     ReplayMemory,
+    Said,
     clean_question,
     history,
     is_follow_up,
@@ -92,7 +93,7 @@ def test_no_history_is_an_empty_history() -> None:
 def test_a_remembered_turn_is_replayed_as_the_model_saw_it() -> None:
     replay = ReplayMemory()
     sent = f"{SENIOR_Q}\n(See [37] Base Salary)"
-    replay.remember(SENIOR_A, SENIOR_Q, sent, "Senior Level: $220,000 - $280,000 [37]")
+    replay.remember(SENIOR_A, Said(SENIOR_Q, sent, "Senior Level: $220,000 - $280,000 [37]"))
     got = history(turn(SENIOR_Q, SENIOR_A + "  "), replay)  # white space as a chat window may change it
     assert got.replayed == [{"role": "user", "content": sent},
                             {"role": "assistant", "content": "Senior Level: $220,000 - $280,000 [37]"}]
@@ -102,7 +103,7 @@ def test_a_remembered_turn_is_replayed_as_the_model_saw_it() -> None:
 
 def test_a_remembered_answer_under_another_question_is_not_replayed() -> None:
     replay = ReplayMemory()
-    replay.remember(SENIOR_A, SENIOR_Q, "SENT", "RAW [37]")
+    replay.remember(SENIOR_A, Said(SENIOR_Q, "SENT", "RAW [37]"))
     got = history(turn("Something else entirely?", SENIOR_A), replay)
     assert [m["content"] for m in got.replayed] == ["Something else entirely?", "Senior Level: $220,000 - $280,000 "]
 
@@ -110,9 +111,9 @@ def test_a_remembered_answer_under_another_question_is_not_replayed() -> None:
 def test_the_replay_memory_forgets_the_oldest_turns() -> None:
     replay = ReplayMemory(size=2)
     for n in range(3):
-        replay.remember(f"answer {n}", f"q{n}", f"sent {n}", f"raw {n}")
+        replay.remember(f"answer {n}", Said(f"q{n}", f"sent {n}", f"raw {n}"))
     assert replay.recall("answer 0") is None
-    assert replay.recall("answer  2 ") == ("q2", "sent 2", "raw 2")
+    assert replay.recall("answer  2 ") == Said("q2", "sent 2", "raw 2")
 
 
 # -- trim ---------------------------------------------------------------------------------------

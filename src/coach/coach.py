@@ -198,7 +198,7 @@ class Coach:
         if checked.text != checks.shown.strip():
             yield Event("replace", text=checked.text, sources=list(answer.sources))
         if answer.replayable and prompt.mode == "knowledge":
-            self.replay.remember(checked.text, answer.question, prompt.user, answer.raw)
+            self.replay.remember(checked.text, conversation.Said(answer.question, prompt.user, answer.raw))
         yield self._done(answer, checked.text, start)
 
     def _plan(self, answer: Answer, history: list[dict[str, Any]] | None, profile: Profile | None,
@@ -217,7 +217,7 @@ class Coach:
             yield Event("token", text=text, sources=list(answer.sources))
         # A later turn shows the model this answer as one line: a long report would slow its prompt and invite
         # the model to imitate the report's layout.
-        self.replay.remember(text, answer.question, answer.question, plan.summary)
+        self.replay.remember(text, conversation.Said(answer.question, answer.question, plan.summary, summary=True))
         yield self._done(answer, text, start)
 
     def _phrases_plans(self) -> bool:

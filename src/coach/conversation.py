@@ -8,7 +8,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from coach.errors import BackendUnavailableError, CoachError
 from coach.guards import looks_like_injection
@@ -49,26 +49,35 @@ def _key(text: str) -> str:
     return " ".join(text.split())
 
 
+class Said(NamedTuple):
+    """An answered turn as the model saw it."""
+
+    question: str  # as the person asked it
+    sent: str  # the user message the model was sent
+    raw: str  # the model's own reply, or a summary of an answer no model wrote
+    summary: bool = False  # raw is a one-line summary (the planner's answer): sent as plain history too
+
+
 class ReplayMemory:
-    """Shown answer -> (question, user message the model was sent, the model's own reply).
+    """Shown answer -> the turn as the model saw it (Said).
 
     A follow-up then sends the model the earlier turn exactly as it was, so llama.cpp still finds it
     in its KV cache and evaluates only the new question.
     """
 
     def __init__(self, size: int = 512) -> None:
-        self._turns: OrderedDict[str, tuple[str, str, str]] = OrderedDict()
+        self._turns: OrderedDict[str, Said] = OrderedDict()
         self._size = size
         self._lock = threading.Lock()
 
-    def remember(self, shown: str, question: str, sent: str, raw: str) -> None:
+    def remember(self, shown: str, said: Said) -> None:
         """Keep one answered turn (the oldest are forgotten beyond the size)."""
         with self._lock:
-            self._turns[_key(shown)] = (question, sent, raw)
+            self._turns[_key(shown)] = said
             while len(self._turns) > self._size:
                 self._turns.popitem(last=False)
 
-    def recall(self, shown: str) -> tuple[str, str, str] | None:
+    def recall(self, shown: str) -> Said | None:
         """The turn behind an answer this coach showed, if it is remembered."""
         with self._lock:
             return self._turns.get(_key(shown))
@@ -108,14 +117,12 @@ def history(messages: list[dict[str, Any]] | None, replay: ReplayMemory | None =
         if refused:
             continue
         said = replay.recall(content) if replay is not None else None
-        # A remembered planner answer is sent as its one-line summary (said[1] == said[0]: no prompt was built).
-        summary = said[2] if said and said[0] == said[1] else None
-        plain = {"role": "assistant", "content": strip_citations(summary or content)}
+        plain = {"role": "assistant", "content": strip_citations(said.raw if said and said.summary else content)}
         out.plain.append(plain)
         last = out.replayed[-1] if out.replayed else None
-        if said and last is not None and last["role"] == "user" and last["content"].strip() == said[0]:
-            out.replayed[-1] = {"role": "user", "content": said[1]}
-            out.replayed.append({"role": "assistant", "content": said[2]})
+        if said and last is not None and last["role"] == "user" and last["content"].strip() == said.question:
+            out.replayed[-1] = {"role": "user", "content": said.sent}
+            out.replayed.append({"role": "assistant", "content": said.raw})
         else:
             out.replayed.append(plain)
     return out
