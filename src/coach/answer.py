@@ -31,6 +31,7 @@ class Answer:
     generation_s: float = 0.0
     route: str = "answer"  # answer (retrieval and the model), plan (the career planner), refusal, not_covered
     plan: dict[str, Any] | None = None  # the planner's assessment, as data
+    shape: str = ""  # the answer's shape (shape.Kind): list, items, parts or free
     prompt: str = field(default="", repr=False)  # the user message the model was sent
     raw: str = field(default="", repr=False)  # what the model said, before any check or renumbering
 
@@ -54,6 +55,7 @@ class Answer:
             "injection": self.injection, "fallback": self.fallback, "removed_figures": self.removed_figures,
             "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
             "tokens_per_second": round(self.tokens_per_second, 2), "route": self.route,
+            **({"shape": self.shape} if self.shape else {}),
             **({"plan": self.plan} if self.plan is not None else {}),
         }
 

@@ -9,13 +9,15 @@ a sentence that cites nothing gets the passage it came from.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from coach import grounding
 from coach.guards import Citations, StreamGuard, leaks
 from coach.prompting import Prompt
 from coach.retrieval import Passage
-from coach.text import CITATION, strip_citations
+from coach.shape import Shape, missing
+from coach.text import CITATION, is_list_item, strip_citations
 
 DECLINE = re.compile(
     r"(does not|doesn't|do not|don't|cannot|can't) (cover|contain|mention|include|say|provide|answer)"
@@ -50,6 +52,15 @@ class StreamChecks:
         passage = self._citable.get(number)
         if passage is None:
             return None  # a citation of a passage that does not exist is dropped
+        self.sources.append(passage)
+        self._guard.add_source(passage.quoted)
+        return len(self.sources)
+
+    def cite(self, passage: Passage) -> int:
+        """The number a statement from this passage cites (a passage not shown yet joins the sources)."""
+        for n, shown in enumerate(self.sources, 1):
+            if shown.id == passage.id:
+                return n
         self.sources.append(passage)
         self._guard.add_source(passage.quoted)
         return len(self.sources)
@@ -119,3 +130,15 @@ def final_check(stream: StreamChecks, key_facts: str, refusal: str, not_covered:
     elif not CITATION.search(checked.text):
         checked.text = grounding.cite_missing(checked.text, [(n, p.quoted) for n, p in enumerate(stream.sources, 1)])
     return checked
+
+
+def completion(text: str, shape: Shape, cite: Callable[[Passage], int]) -> str:
+    """What the answer lacks for its shape, in the passages' own words and cited ('' when it is complete):
+    every item of an asked-for list, each named item, the best unit of each part of the question."""
+    lacking = missing(strip_citations(text), shape)
+    if not lacking:
+        return ""
+    lines = [f"- {u.text} [{cite(u.passage)}]" if u.bullet else f"{u.text} [{cite(u.passage)}]" for u in lacking]
+    last = text.rstrip().rsplit("\n", 1)[-1]
+    gap = "\n" if is_list_item(last) and all(u.bullet for u in lacking) else "\n\n"
+    return gap + "\n".join(lines) if text.strip() else "\n".join(lines)

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from coach import conversation, extractive
+from coach import conversation, extractive, shape
 from coach.answer import Answer, Event
-from coach.checks import StreamChecks, final_check
+from coach.checks import StreamChecks, completion, final_check
 from coach.config import Settings
 from coach.errors import BackendUnavailableError, CoachError
 from coach.generation import Response
@@ -66,6 +66,8 @@ class Coach:
         self.similarity = similarity or extractive.UnitSimilarity(embedder.embed_query, embedder.embed_documents)
         self.secret = secret_ngrams(prompts.template(name).template for name in SYSTEM_PROMPTS)
         self.planner = Planner(embedder.embed_documents)
+        plain = getattr(self.similarity, "plain", None)
+        self.shaper = shape.Shaper(self.similarity, plain)
         self.warm_error: str | None = None
         self.warming = False  # True while warm() runs: the model is loading or preparing its prefix
 
@@ -175,9 +177,13 @@ class Coach:
         library = self.retriever.library()
         prompt = self.prompter.build(question, evidence, earlier, self.backend, library)
         checks = StreamChecks(prompt, evidence.passages, self.prompter.knowledge(library).topics, self.secret)
+        # The shape follows the words the person wrote (a follow-up names what it asks about now).
+        form = self.shaper.decide(answer.question, evidence.scored, evidence.passages, library)
+        answer.shape = form.kind
         max_tokens, temperature = (limits or Limits()).within(self.settings)
         request = Request(prompt.messages, max_tokens, temperature, evidence)
-        response = Response(self.backend, request, self.settings.answer_soft_tokens)
+        # A list's items come from the passage: the model writes its lead, one sentence or item.
+        response = Response(self.backend, request, 1 if form.lead_only else self.settings.answer_soft_tokens)
         try:
             yield from self._write(answer, response, checks, start)
         except BackendUnavailableError as exc:
@@ -194,12 +200,18 @@ class Coach:
         answer.fallback = checked.fallback
         answer.removed_figures = checked.removed_figures
         answer.out_of_scope = checked.out_of_scope
+        text = checked.text
+        if not (answer.injection or answer.out_of_scope or answer.fallback):
+            text += completion(text, form, checks.cite)
+            answer.sources = checks.sources
         self._account(answer, response, prompt, checks, start)
         if checked.text != checks.shown.strip():
-            yield Event("replace", text=checked.text, sources=list(answer.sources))
+            yield Event("replace", text=text, sources=list(answer.sources))
+        elif text != checked.text:
+            yield Event("token", text=text[len(checked.text):], sources=list(answer.sources))
         if answer.replayable and prompt.mode == "knowledge":
-            self.replay.remember(checked.text, conversation.Said(answer.question, prompt.user, answer.raw))
-        yield self._done(answer, checked.text, start)
+            self.replay.remember(text, conversation.Said(answer.question, prompt.user, answer.raw))
+        yield self._done(answer, text, start)
 
     def _plan(self, answer: Answer, history: list[dict[str, Any]] | None, profile: Profile | None,
               library: Library, start: float) -> Iterator[Event]:

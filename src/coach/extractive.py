@@ -42,9 +42,8 @@ def units(text: str) -> list[str]:
     return out
 
 
-def key_points(question: str, passages: list[Passage], limit: int = 4,
-               similarity: Similarity | None = None) -> list[KeyPoint]:
-    """The units most related to the question, in the order of the passages.
+def score_units(question: str, passages: list[Passage], similarity: Similarity | None = None) -> list[KeyPoint]:
+    """Every unit of the passages with its relevance to the question, in the order of the passages.
 
     Without `similarity`: shared content words (the heading's count half). With it (cosine of
     embeddings): meaning first, shared words as a small bonus.
@@ -63,6 +62,14 @@ def key_points(question: str, passages: list[Passage], limit: int = 4,
                 score = dense[i] + 0.15 * overlap / max(1, len(terms)) + 0.02 / (rank + 1)
             # Earlier passages are more relevant; a small bonus keeps their units ahead on ties.
             scored.append(KeyPoint(unit, rank + 1, score))
+    return scored
+
+
+def key_points(question: str, passages: list[Passage], limit: int = 4,
+               similarity: Similarity | None = None, scored: list[KeyPoint] | None = None) -> list[KeyPoint]:
+    """The units most related to the question, in the order of the passages (`scored`: score_units' result)."""
+    if scored is None:
+        scored = score_units(question, passages, similarity)
     best = sorted(scored, key=lambda k: -k.score)[:limit]
     if not best:
         return []
@@ -80,6 +87,7 @@ class Evidence:
     passages: list[Passage]
     points: list[KeyPoint]
     key_facts: str  # the points as a cited list under an intro line ('' without points)
+    scored: tuple[KeyPoint, ...] = ()  # every unit of the passages, scored, in passage order
 
     @property
     def best(self) -> KeyPoint | None:
@@ -90,8 +98,9 @@ class Evidence:
 def gather(question: str, passages: list[Passage], intro: str, similarity: Similarity | None = None,
            limit: int = 4) -> Evidence:
     """The evidence of these passages for the question (by meaning when `similarity` is given)."""
-    points = key_points(question, passages, limit, similarity)
-    return Evidence(question, list(passages), points, format_points(points, intro))
+    scored = score_units(question, passages, similarity)
+    points = key_points(question, passages, limit, scored=scored)
+    return Evidence(question, list(passages), points, format_points(points, intro), tuple(scored))
 
 
 def format_points(points: list[KeyPoint], intro: str) -> str:
@@ -130,6 +139,15 @@ class UnitSimilarity:
             vectors = np.asarray(self._embed_documents(texts), dtype=np.float32)
             with self._lock:
                 self._vectors.update(zip(texts, vectors, strict=True))
+
+    def plain(self, question: str, texts: list[str]) -> list[float]:
+        """Cosine similarity of a question to texts of any kind (headings, say), each embedded once."""
+        self._embed([t for t in dict.fromkeys(texts) if t not in self._vectors])
+        with self._lock:
+            if self._question is None or self._question[0] != question:
+                self._question = (question, np.asarray(self._embed_query(question), dtype=np.float32))
+            query = self._question[1]
+            return [float(self._vectors[t] @ query) for t in texts]
 
     def __call__(self, question: str, passage: Passage, texts: list[str]) -> list[float]:
         keyed = [f"{passage.label}\n{u}" for u in texts]
