@@ -33,6 +33,7 @@ from coach.prompts import Prompts
 from coach.retrieval import HybridRetriever, Library
 
 SYSTEM_PROMPTS = ("system_knowledge", "system_passages")
+PREPARED_PASSAGES = 2000  # a knowledge base up to this size has its units embedded at start-up
 MAX_TEMPERATURE = 1.0  # above this the small local model strays from its sources
 
 
@@ -116,8 +117,9 @@ class Coach:
             self.retriever.warm()
             library = self.retriever.library()
             mode = self.prompter.mode(self.backend, library)
-            if mode == "knowledge":  # a knowledge base small enough to be the prefix: embed its units now
-                self.similarity.prepare(list(library.passages))
+            if mode == "knowledge" or len(library.passages) <= PREPARED_PASSAGES:
+                self.similarity.prepare(list(library.passages))  # every unit and heading embedded now, once
+            self.shaper.structure(library)
             self.planner.card(library)
             self.backend.prepare(self.prompter.system(mode, library))
         except CoachError as exc:
@@ -163,7 +165,9 @@ class Coach:
 
         earlier = conversation.history(history, self.replay)
         recent = conversation.trim(earlier.plain, self.settings.history_tokens, self.backend.count_tokens)
-        answer.standalone = conversation.standalone(question, recent, self.backend, self.prompts)
+        # Misspelt words the knowledge base and the word list both do not know are corrected ("salry" -> salary).
+        answer.standalone = self.retriever.correct(conversation.standalone(question, recent, self.backend,
+                                                                           self.prompts))
         passages = self.retriever.search(answer.standalone, k=top_k or self.settings.top_k)
         if not self.retriever.covered(passages):
             answer.out_of_scope, answer.route = True, "not_covered"
@@ -175,7 +179,7 @@ class Coach:
         yield Event("sources", text=evidence.key_facts, sources=list(answer.sources))
 
         library = self.retriever.library()
-        prompt = self.prompter.build(question, evidence, earlier, self.backend, library)
+        prompt = self.prompter.build(self.retriever.correct(question), evidence, earlier, self.backend, library)
         checks = StreamChecks(prompt, evidence.passages, self.prompter.knowledge(library).topics, self.secret)
         # The shape follows the words the person wrote (a follow-up names what it asks about now).
         form = self.shaper.decide(answer.question, evidence.scored, evidence.passages, library)

@@ -35,6 +35,12 @@ class MiniLMEmbeddings(Embeddings):
                                              providers=["CPUExecutionProvider"])
         self._inputs = {i.name for i in self._session.get_inputs()}
         self._batch_size = batch_size
+        self._vocabulary = folder / "vocab.txt"
+
+    def words(self) -> frozenset[str]:
+        """The whole words of the model's word list: known English words, for the spelling pass."""
+        lines = self._vocabulary.read_text(encoding="utf-8").splitlines()
+        return frozenset(w for w in lines if w.isalpha() and w.islower())
 
     def _embed(self, texts: list[str]) -> list[list[float]]:
         out: list[list[float]] = []

@@ -130,8 +130,9 @@ class UnitSimilarity:
         self._lock = threading.Lock()
 
     def prepare(self, passages: list[Passage]) -> None:
-        """Embed the units of these passages now (at start-up), not during a question."""
+        """Embed the units and headings of these passages now (at start-up), not during a question."""
         missing = [f"{p.label}\n{u}" for p in passages for u in units(p.text)]
+        missing += list(dict.fromkeys(p.label for p in passages))
         self._embed([t for t in missing if t not in self._vectors])
 
     def _embed(self, texts: list[str]) -> None:

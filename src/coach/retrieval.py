@@ -12,12 +12,14 @@ import numpy as np
 from rank_bm25 import BM25Okapi
 
 from coach.config import Settings
+from coach.spelling import Speller
 from coach.store import Index
 
 _STOP = frozenset("""a an and are as at be been but by can could do does for from has have how i if in into
 is it its me my of on or our should so than that the their them there these they this to was we what when
 where which who whom why will with would you your about also any more most other such then too very just
 tell give please role job""".split())
+DOMINANCE = 1.7  # a lexical score this many times the next one's: the query quotes that passage
 _WORD = re.compile(r"[a-z0-9][a-z0-9+#/.-]*[a-z0-9+#]|[a-z0-9]")
 
 
@@ -109,6 +111,7 @@ class HybridRetriever:
         self._bm25: BM25Okapi | None = None
         self._postings: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._library: Library | None = None
+        self._speller: Speller | None = None
 
     @property
     def embedder(self) -> Any:
@@ -139,7 +142,15 @@ class HybridRetriever:
             self._postings = _postings(corpus)
             order = sorted(range(len(ids)), key=lambda i: (metas[i].get("source", ""), ids[i]))
             self._library = Library(key, tuple(Passage.from_metadata(ids[i], docs[i], metas[i]) for i in order))
+            words = getattr(self.index.embedder, "words", None)
+            self._speller = Speller([*docs, *(m.get("heading_path", "") for m in metas)],
+                                    words() if callable(words) else (), _singular)
             self._loaded = key
+
+    def correct(self, query: str) -> str:
+        """The query with words that neither the knowledge base nor the word list knows corrected (spelling.py)."""
+        self._refresh()
+        return self._speller.correct(query) if self._speller is not None else query
 
     def lexical(self, query: str, n: int) -> list[tuple[int, float]]:
         """(position, BM25 score) of the n best lexical matches with a positive score."""
@@ -185,13 +196,31 @@ class HybridRetriever:
                 if cid not in info:
                     info[cid] = Passage.from_metadata(cid, self._docs[pos], self._metas[pos])
                 info[cid].lexical = score
-        ranked = sorted(fused, key=lambda c: -fused[c])[:k]
+        ranked = sorted(fused, key=lambda c: -fused[c])
+        ranked = self._quoted_first(query, ranked, fused, info) if mode == "hybrid" else ranked
         out = []
-        for cid in ranked:
+        for cid in ranked[:k]:
             passage = info[cid]
             passage.score = fused[cid]
             out.append(passage)
         return out
+
+    def _quoted_first(self, query: str, ranked: list[str], fused: dict[str, float],
+                      info: dict[str, Passage]) -> list[str]:
+        """Rank fusion ignores margins: a passage whose words the query repeats far more than any other's (BM25
+        DOMINANCE times the next) is kept at the second place at least, even when its meaning ranks it low."""
+        top = self.lexical(query, 2)
+        if not top or (len(top) == 2 and top[0][1] < DOMINANCE * top[1][1]):
+            return ranked
+        cid = self._ids[top[0][0]]
+        if cid in ranked[:2]:
+            return ranked
+        if cid not in info:
+            info[cid] = Passage.from_metadata(cid, self._docs[top[0][0]], self._metas[top[0][0]])
+            info[cid].lexical = top[0][1]
+        rest = [c for c in ranked if c != cid]
+        fused[cid] = (fused[rest[0]] + fused[rest[1]]) / 2 if len(rest) > 1 else fused[rest[0]]
+        return rest[:1] + [cid] + rest[1:]
 
     def covered(self, passages: list[Passage]) -> bool:
         """Whether the knowledge base has something relevant: a close enough dense match."""

@@ -224,7 +224,8 @@ def _unique(found: Iterable[Unit]) -> tuple[Unit, ...]:
 
 
 def _names(unit: Unit, head: list[str], asked: list[str], structure: Structure) -> bool:
-    """Whether a question names an item by its term: a word that sets it apart in its list, and most of the term."""
+    """Whether a question names an item by its term: a word that sets it apart in its list, and more than half
+    of the term's specific words ("Chief AI Officer" is named by "chief officer", not by "officer")."""
     if not head:
         return False
     hits = _shares(head, asked)
@@ -232,7 +233,7 @@ def _names(unit: Unit, head: list[str], asked: list[str], structure: Structure) 
     others = [w for item in (block.items if block else ()) if item is not unit and item.text != unit.text
               for w in terms(item.head)]
     own = [w for w in hits if not any(related(w, o) for o in others)]
-    return bool(own) and len(hits) * 2 >= len(head)
+    return bool(own) and len(hits) * 2 > len(head)
 
 
 def _asked_block(question: str, asked: list[str], cue: bool, found: list[Unit], scores: dict[int, float],
