@@ -8,7 +8,7 @@ from collections.abc import Iterable
 
 import pytest
 
-from coach.checks import DECLINE, StreamChecks, final_check, grounding_text
+from coach.checks import DECLINE, Scaffolding, StreamChecks, final_check, grounding_text
 from coach.guards import Citations, StreamGuard, leaks, looks_like_injection, secret_ngrams
 from coach.prompting import Prompt
 from coach.prompts import Prompts
@@ -364,3 +364,44 @@ def test_a_citation_after_the_full_stop_brings_the_passage_that_grounds_the_figu
     guard.add_source(CAREER.quoted)  # what Citations does when "[n]" names a passage not shown yet
     shown += guard.feed("[2] Then") + guard.flush()  # Citations passes a citation on whole, once closed
     assert shown == "A VP makes $400,000 - $600,000+. [2] Then", "the figure was never dropped, not even briefly"
+
+
+# -- the prompt's layout is not copied into answers ------------------------------------------------
+LABELS = ["Market Demand > Challenges and Considerations", "Salary Ranges (US Market, 2024) > Additional Benefits",
+          "Essential Soft Skills", "Industry Trends"]
+
+
+def scaffolding_free(text: str, step: int) -> str:
+
+    scaffolding = Scaffolding(LABELS)
+    out = "".join(scaffolding.feed(text[i:i + step]) for i in range(0, len(text), step))
+    return out + scaffolding.flush()
+
+
+@pytest.mark.parametrize("step", [1, 3, 7, 500])
+@pytest.mark.parametrize(("said", "shown"), [
+    ("The market grows [1].\n\n[5] Market Demand > Challenges and Considerations\n- Rapid pace [5]",
+     "The market grows [1].\n\n- Rapid pace [5]"),
+    ("[5] Salary Ranges (Germany, 2024) > Additional Benefits\n- Health insurance [5]", "- Health insurance [5]"),
+    ("Salary Ranges (US Market, 2024) > Additional Benefits:\n- Health [1]", "- Health [1]"),
+    ("**Essential Soft Skills**\n- Leadership [1]", "- Leadership [1]"),
+    ("Trends include edge AI [1] Industry Trends > Emerging Technologies\nMore [2].",
+     "Trends include edge AI [1]\nMore [2]."),
+    ("Trends include edge AI [1] Industry Trends > Emerging Technologies", "Trends include edge AI [1]"),
+])
+def test_a_copied_heading_path_is_dropped_however_the_pieces_fall(said: str, shown: str, step: int) -> None:
+    assert scaffolding_free(said, step) == shown
+
+
+@pytest.mark.parametrize("text", [
+    "[1] Leadership matters. It does [1].", "Industry trends change fast [3].", "Salary is 5 > 3 [1] here.",
+    "Essential soft skills include leadership [1].", "Edge AI matters [3]. Industry trends shift [3].",
+])
+def test_sentences_that_merely_start_like_a_heading_pass_whole(text: str) -> None:
+    assert scaffolding_free(text, 1) == text == scaffolding_free(text, 4)
+
+
+def test_a_sentence_start_is_not_held_back() -> None:
+
+    assert Scaffolding(LABELS).feed("The") == "The", "first words reach the screen at once"
+    assert Scaffolding(LABELS).feed("Industry") == "", "a heading's first word waits for the next"

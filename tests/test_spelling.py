@@ -32,7 +32,7 @@ def test_typos_and_abbreviations_become_the_knowledge_bases_words() -> None:
 
 
 def test_known_words_and_unrelated_unknown_words_are_left_alone() -> None:
-    text = "What does a pirate earn in Germany? kubernetes zzz"
+    text = "What does a pirate earn in Germany? kubernetes zzz prote\u0301ge\u0301 proté"
     assert speller().correct(text) == text
     assert speller().suggest("budget") is None, "a knowledge-base word is known"
 

@@ -9,7 +9,7 @@ a sentence that cites nothing gets the passage it came from.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from coach import grounding
@@ -35,6 +35,93 @@ def grounding_text(topics: str, sources: list[Passage]) -> str:
     return topics + "\n" + "\n".join(p.quoted for p in sources)
 
 
+_PATH = re.compile(r"^[^.!?\n]+\s>\s[^.!?\n]+$")  # "Market Demand > Challenges and Considerations"
+_MARKS = re.compile(r"^[\s#*>:-]*(?:\[\s*\d+\s*\]\s*)?|[\s*:]+$")
+_CITED = re.compile(r"\[\s*\d+(?:\s*[,;]\s*\d+)*\s*\]$")
+
+
+class Scaffolding:
+    """Drops what copies the prompt's layout instead of answering: a passage's number and heading path
+    ("[5] Market Demand > Challenges and Considerations"), on a line of its own or right after a citation, and a
+    bare heading of the knowledge base on a line of its own.
+
+    Text is held back only while it could still be one of these (a line's start, or what follows a citation,
+    that is so far the beginning of a heading); a line that starts like a sentence passes at once, so the
+    first words are not delayed.
+    """
+
+    def __init__(self, labels: Iterable[str]) -> None:
+        names: set[str] = set()
+        for label in labels:
+            names.add(label.lower())
+            names.update(part.strip().lower() for part in label.split(">"))
+        self.names = {n for n in names if n}
+        self.held = ""  # text that may be scaffolding
+        self.where: str | None = "line"  # held at a line's start ("line"), after a citation ("after"), or passing
+        self.recent = ""  # the last characters let through, to see a citation end
+
+    @staticmethod
+    def _core(text: str) -> str:
+        return _MARKS.sub("", text).strip().lower()
+
+    def _maybe(self) -> bool:
+        """Whether the held text may still turn out to be scaffolding."""
+        stripped = self.held.lstrip()
+        if self.where == "line" and re.match(r"[#*]|\[\s*(\d|$)", stripped):
+            return not re.search(r"[.!?]\s", stripped) and len(stripped) < 160
+        core = self._core(self.held)
+        return not core or any(name.startswith(core) for name in self.names) or self._headed(core)
+
+    def _headed(self, core: str) -> bool:
+        """A heading path that starts with a heading of the knowledge base ("industry trends > ...")."""
+        head, sep, _ = core.partition(">")
+        return bool(sep) and head.strip() in self.names and not re.search(r"[.!?]", core)
+
+    def _is(self, text: str) -> bool:
+        core = self._core(text)
+        if not core:
+            return False
+        if core in self.names:
+            return self.where == "line" or text.strip()[:1] not in ".,;"
+        if self._headed(core):
+            return True
+        path = re.match(r"\s*\[\s*\d+\s*\]\s*(.*)$", text) if self.where == "line" else None
+        return bool(path and _PATH.match(path.group(1).strip()))
+
+    def _release(self, text: str) -> str:
+        self.recent = (self.recent + text)[-24:]
+        return text
+
+    def feed(self, piece: str) -> str:
+        """The text that may pass now."""
+        out = []
+        for char in piece:
+            if self.where is None:
+                out.append(self._release(char))
+                if char == "\n":
+                    self.where = "line"
+                elif char == "]" and _CITED.search(self.recent):
+                    self.where = "after"
+                continue
+            self.held += char
+            if char == "\n":
+                body = self.held[:-1]
+                if body.strip() and self._is(body):
+                    self.held = "" if self.where == "line" else "\n"  # a line of its own goes with its break
+                out.append(self._release(self.held))
+                self.held, self.where = "", "line"
+            elif not self._maybe():
+                out.append(self._release(self.held))
+                self.held = ""
+                self.where = "after" if _CITED.search(self.recent) else None
+        return "".join(out)
+
+    def flush(self) -> str:
+        """The held text, unless it is scaffolding."""
+        held, self.held = self.held, ""
+        return "" if held.strip() and self._is(held) else held
+
+
 class StreamChecks:
     """Model pieces in, text safe to show out; the sources grow when the model cites a passage not shown yet."""
 
@@ -45,6 +132,7 @@ class StreamChecks:
         self._citable = prompt.citable
         self._guard = StreamGuard(grounding_text(topics, self.sources), secret)
         self._citations = Citations(prompt.mapping, self._cite_extra)
+        self._scaffolding = Scaffolding(p.label for p in {**prompt.citable, **dict(enumerate(sources))}.values())
         self._said: list[str] = []
         self.shown = ""  # what was let through so far
 
@@ -77,7 +165,7 @@ class StreamChecks:
 
     def feed(self, piece: str) -> str:
         """The text that may be shown now ('' while a citation or a figure sentence is incomplete)."""
-        mapped = self._citations.feed(piece)
+        mapped = self._citations.feed(self._scaffolding.feed(piece))
         self._said.append(mapped)
         return self._release(self._guard.feed(mapped))
 
@@ -89,7 +177,7 @@ class StreamChecks:
         """The rest, once the model has finished."""
         if self.leaked:
             return ""
-        tail = self._citations.flush()
+        tail = self._citations.feed(self._scaffolding.flush()) + self._citations.flush()
         self._said.append(tail)
         return self._release(self._guard.feed(tail) + self._guard.flush())
 

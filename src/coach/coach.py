@@ -179,10 +179,13 @@ class Coach:
         yield Event("sources", text=evidence.key_facts, sources=list(answer.sources))
 
         library = self.retriever.library()
-        prompt = self.prompter.build(self.retriever.correct(question), evidence, earlier, self.backend, library)
+        asked = self.retriever.correct(question)
+        prompt = self.prompter.build(asked, evidence, earlier, self.backend, library)
         checks = StreamChecks(prompt, evidence.passages, self.prompter.knowledge(library).topics, self.secret)
-        # The shape follows the words the person wrote (a follow-up names what it asks about now).
-        form = self.shaper.decide(answer.question, evidence.scored, evidence.passages, library)
+        # The shape follows the words the person wrote: a follow-up names what it asks about now.
+        scored = evidence.scored if asked == answer.standalone else extractive.score_units(
+            asked, evidence.passages, self.similarity)
+        form = self.shaper.decide(asked, scored, evidence.passages, library)
         answer.shape = form.kind
         max_tokens, temperature = (limits or Limits()).within(self.settings)
         request = Request(prompt.messages, max_tokens, temperature, evidence)

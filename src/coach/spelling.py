@@ -13,7 +13,8 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterable
 
-_WORD = re.compile(r"[A-Za-z]+")
+# A word with its accents (precomposed or combining): only a word in plain ASCII letters is ever corrected.
+_WORD = re.compile(r"[A-Za-z\u00c0-\u024f\u0300-\u036f]+")
 _VOWELS = re.compile(r"[aeiouy]")
 
 
@@ -58,7 +59,7 @@ class Speller:
                  fold: Callable[[str], str] = lambda word: word) -> None:
         """`texts`: the knowledge base; `known`: a word list; `fold`: a word's base form ("ranges" -> range),
         which the knowledge base is taken to know as well."""
-        words = [w.lower() for text in texts for w in _WORD.findall(text)]
+        words = [w.lower() for text in texts for w in _WORD.findall(text) if w.isascii()]
         self.counts: Counter[str] = Counter(words)
         self.counts.update(fold(w) for w in words if fold(w) != w)
         self.known = frozenset(w.lower() for w in known) | frozenset(self.counts)
@@ -89,7 +90,7 @@ class Speller:
         """The text with its unknown words corrected (unchanged when every word is known)."""
         def fix(match: re.Match[str]) -> str:
             word = match.group()
-            better = self.suggest(word)
+            better = self.suggest(word) if word.isascii() else None
             if better is None:
                 return word
             return better.capitalize() if word[0].isupper() else better
