@@ -213,9 +213,9 @@ def decide(question: str, scored: Iterable[KeyPoint], passages: list[Passage], s
         must = _unique(u for u in chosen if u is not None)
         if len(must) > 1:
             return Shape("parts", must)
-    top = found[points.index(best)]
+    unit = found[points.index(best)]
     # The unit most like the question, when it shares a word with it: a concrete sentence beats a generic one.
-    return Shape("free", (top,) if _shares(asked, terms(top.text)) else ())
+    return Shape("free", (unit,) if _shares(asked, terms(unit.text)) else ())
 
 
 def _unique(found: Iterable[Unit]) -> tuple[Unit, ...]:
