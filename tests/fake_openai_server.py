@@ -4,18 +4,44 @@ It listens on 127.0.0.1 on a free port, answers POST /v1/chat/completions (strea
 events or as one JSON body), checks `Authorization: Bearer <key>`, records every request and replies
 from a queue. Like the real API, a rejected key is echoed back in the 401 body, so a client that
 prints the server's error text would leak it.
+
+A `Fault` queued in place of a reply makes it misbehave for real, on its socket: hang before the headers
+or after them (until the client hangs up, which it records), stream part of the answer and close the
+connection, answer an HTTP error or a body that is not a chat stream, or stream slowly.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import select
+import socket
+import sys
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Literal
+
+FaultKind = Literal["hang", "hang_after_headers", "cut", "status", "garbage", "slow"]
+
+
+@dataclass
+class Fault:
+    """A way to misbehave, queued in `replies` in place of a reply.
+
+    hang: read the request, then send nothing at all; hang_after_headers: send the headers of an event stream
+    and the text (if any), then nothing; cut: stream `text`, then close the connection (no finish_reason, no
+    [DONE]); status: answer HTTP `status` with an OpenAI-shaped error; garbage: answer 200 with `text` as the
+    body (not server-sent events); slow: stream `text` properly, `delay` seconds between pieces.
+    A hanging reply ends when the client hangs up (counted in `FakeOpenAIServer.hung_up`) or the server stops.
+    """
+
+    kind: FaultKind
+    text: str = ""
+    status: int = 500
+    delay: float = 0.0
 
 
 @dataclass
@@ -43,11 +69,15 @@ class FakeOpenAIServer:
 
     api_key: str = "sk-test-good-key"
     model: str = "fake-gpt"
-    replies: list[str] = field(default_factory=list)
+    replies: list[str | Fault] = field(default_factory=list)
     default_reply: str = "I can help with that."
     requests: list[RecordedRequest] = field(default_factory=list)
+    hanging: int = 0  # replies hanging right now
+    hung_up: int = 0  # hanging replies whose client closed the connection
+    released: threading.Event = field(default_factory=threading.Event)  # set: every hanging reply ends
     _httpd: ThreadingHTTPServer | None = None
     _thread: threading.Thread | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def port(self) -> int:
@@ -65,14 +95,20 @@ class FakeOpenAIServer:
         """The chat-completions requests that got past the key check."""
         return [r for r in self.requests if r.path.endswith("/chat/completions")]
 
-    def next_reply(self) -> str:
-        """The next queued reply, or the default one."""
-        return self.replies.pop(0) if self.replies else self.default_reply
+    def next_reply(self) -> str | Fault:
+        """The next queued reply (or fault), or the default reply."""
+        with self._lock:
+            return self.replies.pop(0) if self.replies else self.default_reply
+
+    def count(self, name: str, step: int) -> None:
+        """Add step to the counter `hanging` or `hung_up` (handlers run on threads of their own)."""
+        with self._lock:
+            setattr(self, name, getattr(self, name) + step)
 
     def start(self) -> FakeOpenAIServer:
         """Bind a free loopback port and serve on a daemon thread."""
         handler = type("Handler", (_Handler,), {"owner": self})
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._httpd = _Server(("127.0.0.1", 0), handler)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
                                         name="fake-openai", daemon=True)
@@ -80,7 +116,8 @@ class FakeOpenAIServer:
         return self
 
     def stop(self) -> None:
-        """Shut the server down and release its port."""
+        """Shut the server down and release its port (hanging replies end)."""
+        self.released.set()
         if self._httpd is not None:
             self._httpd.shutdown()
             self._httpd.server_close()
@@ -96,9 +133,24 @@ class FakeOpenAIServer:
         self.stop()
 
 
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Quiet when a client hangs up mid-reply (as the coach does on a stop or a timeout); loud otherwise."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 def _pieces(text: str) -> list[str]:
     """The reply cut into word-sized stream chunks (whitespace kept)."""
     return re.findall(r"\S+\s*|\s+", text) or [""]
+
+
+def _peek(sock: socket.socket) -> bytes:
+    """What the client sent that is not read yet; b"" when it closed the connection."""
+    try:
+        return sock.recv(1, socket.MSG_PEEK)
+    except OSError:  # reset by the client
+        return b""
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -158,7 +210,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(404, {"error": {"message": f"no route {self.path}", "type": "not_found"}})
             return
         reply = self.owner.next_reply()
-        if body.get("stream"):
+        if isinstance(reply, Fault):
+            self._fault(reply, body)
+        elif body.get("stream"):
             self._stream(reply, body)
         else:
             self._complete(reply, body)
@@ -172,12 +226,16 @@ class _Handler(BaseHTTPRequestHandler):
                       "total_tokens": 10 + len(_pieces(reply))},
         })
 
-    def _stream(self, reply: str, body: dict[str, Any]) -> None:
+    def _stream_headers(self) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-cache")
         self.send_header("Connection", "close")
         self.end_headers()
+        self.wfile.flush()
+
+    def _events(self, body: dict[str, Any]) -> Any:
+        """A function sending one chunk event of this reply."""
         base = {"id": f"chatcmpl-{uuid.uuid4().hex[:12]}", "object": "chat.completion.chunk",
                 "created": int(time.time()), "model": body.get("model") or self.owner.model}
 
@@ -186,8 +244,14 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(f"data: {json.dumps(event)}\n\n".encode())
             self.wfile.flush()
 
+        return send
+
+    def _stream(self, reply: str, body: dict[str, Any], delay: float = 0.0) -> None:
+        self._stream_headers()
+        send = self._events(body)
         send([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
         for piece in _pieces(reply):
+            time.sleep(delay)
             send([{"index": 0, "delta": {"content": piece}, "finish_reason": None}])
         send([{"index": 0, "delta": {}, "finish_reason": "stop"}])
         if (body.get("stream_options") or {}).get("include_usage"):
@@ -195,3 +259,46 @@ class _Handler(BaseHTTPRequestHandler):
                             "total_tokens": 10 + len(_pieces(reply))})
         self.wfile.write(b"data: [DONE]\n\n")
         self.wfile.flush()
+
+    # -- faults -------------------------------------------------------------------------------------
+    def _fault(self, fault: Fault, body: dict[str, Any]) -> None:
+        if fault.kind == "status":
+            self._json(fault.status, {"error": {"message": f"internal failure {fault.status}", "type": "server_error",
+                                                "param": None, "code": None}})
+        elif fault.kind == "garbage":
+            raw = fault.text.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(raw)))
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(raw)
+        elif fault.kind == "slow":
+            self._stream(fault.text, body, fault.delay)
+        elif fault.kind == "hang":
+            self._hang()
+        else:  # hang_after_headers, cut: part of an answer first
+            self._stream_headers()
+            send = self._events(body)
+            send([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
+            for piece in _pieces(fault.text) if fault.text else []:
+                send([{"index": 0, "delta": {"content": piece}, "finish_reason": None}])
+            if fault.kind == "hang_after_headers":
+                self._hang()
+            else:  # the connection closes now, mid-answer
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)
+
+    def _hang(self) -> None:
+        """Send nothing until the client hangs up or the server is released."""
+        owner, sock = self.owner, self.connection
+        owner.count("hanging", 1)
+        try:
+            while not owner.released.is_set():
+                readable, _, _ = select.select([sock], [], [], 0.05)
+                if readable and not _peek(sock):
+                    owner.count("hung_up", 1)
+                    return
+        finally:
+            owner.count("hanging", -1)
+            self.close_connection = True

@@ -30,6 +30,7 @@ from coach.coach import Coach, Limits
 from coach.config import Settings, is_loopback
 from coach.conversation import InputError, clean_question
 from coach.errors import CoachError
+from coach.llm.base import parallel_answers
 from coach.retrieval import Passage
 from coach.text import estimate_tokens, strip_citations
 
@@ -189,7 +190,7 @@ def build_api(coach: Coach, settings: Settings) -> FastAPI:
     keys = settings.api_key_set()
     # Reachable from other machines with no key set: nothing is answered (serve() says so at start).
     closed = not keys and not is_loopback(settings.host)
-    slots = Slots(settings.concurrency, settings.api_queue)
+    slots = Slots(parallel_answers(settings, coach.backend_name), settings.api_queue)
     # Errors are documented as they are answered (400, not FastAPI's 422, in OpenAI's shape).
     errors: dict[int | str, dict[str, Any]] = {"4XX": {"model": ErrorBody, "description": "A refused request"},
                                                "5XX": {"model": ErrorBody, "description": "Not answered now"}}

@@ -7,6 +7,8 @@ import threading
 from collections.abc import AsyncIterator, Callable, Generator
 from typing import Any, TypeVar
 
+from coach.llm.base import Stop, stop_this_thread_with
+
 T = TypeVar("T")
 
 
@@ -14,11 +16,12 @@ async def in_background(steps: Callable[[], Generator[T, None, None]]) -> AsyncI
     """The items of a blocking generator, produced on a worker thread.
 
     A stop (the event cancelled: the stop button, a closed tab) is felt at once, even while the model is
-    silent; the generator is then closed on its own thread at its next item, which stops the model.
+    silent; it is also the answer's llm.base.Stop, so a backend waiting on a server ends that wait (and its
+    connection) at once; the generator is then closed on its own thread, which stops the model.
     """
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[tuple[bool, Any]] = asyncio.Queue()
-    stop = threading.Event()
+    stop = Stop()
 
     def put(item: tuple[bool, Any]) -> None:
         try:
@@ -27,6 +30,7 @@ async def in_background(steps: Callable[[], Generator[T, None, None]]) -> AsyncI
             pass
 
     def produce() -> None:
+        stop_this_thread_with(stop)
         items = steps()
         try:
             for item in items:

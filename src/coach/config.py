@@ -72,7 +72,18 @@ class Settings(BaseSettings):
         description="API key for the openai backend (never printed).",
     )
     openai_model: str = Field("gpt-4o-mini", description="Model name for the openai backend.")
-    request_timeout: float = Field(60.0, description="Seconds before a model request is given up.")
+    request_timeout: float = Field(
+        60.0, gt=0, description="Seconds a request to the openai backend may take in all (the total timeout); "
+        "then the extractive fallback answers."
+    )
+    first_byte_timeout: float = Field(
+        20.0, gt=0, description="Seconds the openai backend's server may stay silent: before the first byte of its "
+        "reply, and between two pieces of an answer; then the extractive fallback answers."
+    )
+    openai_concurrency: int = Field(
+        4, ge=1, description="Answers the openai backend writes at once (COACH_CONCURRENCY if larger), so that one "
+        "slow or hung request holds one place, not everybody's."
+    )
     max_answer_tokens: int = Field(120, description="Hard cap on the tokens of one answer.")
     answer_soft_tokens: int = Field(
         45, description="After this many tokens an answer stops at the next end of a sentence or list item."

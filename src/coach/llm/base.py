@@ -1,15 +1,20 @@
-"""The one interface every chat backend implements, and the request it is given."""
+"""The one interface every chat backend implements, the request it is given, and how an answer is stopped."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from coach.config import Settings
     from coach.extractive import Evidence
 
 Message = dict[str, str]
+log = logging.getLogger("coach.llm")
 
 
 @dataclass
@@ -50,3 +55,70 @@ class ChatBackend(Protocol):
     def count_tokens(self, text: str) -> int:
         """Tokens of text in this model's tokenizer (an estimate where it has none)."""
         ...
+
+
+# -- stopping an answer from another thread -------------------------------------------------------
+class Stop:
+    """A stop asked for the answer written on one thread, from another (Stop pressed, the client gone).
+
+    The thread writing the answer cannot be interrupted from outside while it waits on a server, so a
+    backend that waits registers how to end that wait (`on_stop`: close its connection); a stop then ends
+    the wait at once instead of when the server next speaks.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._hooks: list[Callable[[], None]] = []
+        self._set = False
+
+    def is_set(self) -> bool:
+        """Whether the stop was asked."""
+        return self._set
+
+    def set(self) -> None:
+        """Ask for the stop: run every hook once (from the calling thread)."""
+        with self._lock:
+            if self._set:
+                return
+            self._set = True
+            hooks, self._hooks = self._hooks, []
+        for hook in hooks:
+            try:
+                hook()
+            except Exception:  # a hook that fails must not keep the others from running
+                log.exception("a stop hook failed")
+
+    def on_stop(self, hook: Callable[[], None]) -> Callable[[], None]:
+        """Run hook when the stop is asked (now, if it was); returns a function that removes it."""
+        with self._lock:
+            if not self._set:
+                self._hooks.append(hook)
+                return lambda: self._remove(hook)
+        hook()
+        return lambda: None
+
+    def _remove(self, hook: Callable[[], None]) -> None:
+        with self._lock:
+            if hook in self._hooks:
+                self._hooks.remove(hook)
+
+
+_STOP: ContextVar[Stop | None] = ContextVar("coach_stop", default=None)
+
+
+def stop_this_thread_with(stop: Stop) -> None:
+    """Make `stop` the stop of the answer this (worker) thread writes from now on."""
+    _STOP.set(stop)
+
+
+def current_stop() -> Stop | None:
+    """The stop of the answer this thread writes, if whoever started it can stop it."""
+    return _STOP.get()
+
+
+def parallel_answers(settings: Settings, backend: str) -> int:
+    """How many answers `backend` may write at once: a remote server serves several people at a time, so
+    one slow or hung request holds one place, not the line; the one local model is limited by COACH_CONCURRENCY."""
+    if backend == "openai":
+        return max(settings.concurrency, settings.openai_concurrency)
+    return settings.concurrency

@@ -17,6 +17,7 @@ from coach.background import in_background
 from coach.coach import Coach
 from coach.config import Settings
 from coach.errors import CoachError
+from coach.llm.base import parallel_answers
 from coach.planner.store import PlanStore
 from coach.ui import chat
 from coach.ui.answering import (
@@ -130,7 +131,9 @@ def build_ui(coach: Coach, settings: Settings, store: PlanStore | None = None) -
 
         inputs = [textbox, conversation, backend_choice, top_k]
         page_outputs = [textbox, chatbot, status, details, conversation]
-        answering: dict[str, Any] = {"concurrency_id": ANSWERING, "concurrency_limit": settings.concurrency}
+        # Each answer runs on a worker thread of its own (in_background), up to this many at once.
+        answering: dict[str, Any] = {"concurrency_id": ANSWERING,
+                                     "concurrency_limit": parallel_answers(settings, coach.backend_name)}
         asked = textbox.submit(on_submit, [*inputs, person_id], page_outputs, api_visibility="private", **answering)
         picked = chatbot.example_select(on_example, [*inputs[1:], person_id], page_outputs, api_visibility="private",
                                         **answering)
