@@ -2,8 +2,7 @@
 
 import sys
 
-from coach.config import load_settings
-from coach.ui import serve
+from coach.cli import main
 
 if __name__ == "__main__":
-    sys.exit(serve(load_settings()))
+    sys.exit(main(["serve"]))  # `coach serve`: settings from COACH_* and .env, a bad one is one line, not a traceback

@@ -244,7 +244,10 @@ def chroma_server() -> Iterator[str]:
 # -- the `coach` command in a subprocess -------------------------------------------------------
 @pytest.fixture(scope="module")
 def coach_cli(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., subprocess.CompletedProcess[str]]:
-    """coach_cli(*args, stdin=None, env=None): run the venv's `coach` as a user would (module-shared data folder)."""
+    """coach_cli(*args, stdin=None, env=None): run the venv's `coach` as a user would (module-shared data folder).
+
+    A lone surrogate in an argument or in stdin ("\\udcff") reaches `coach` as the byte it stands for (0xff).
+    """
     exe = VENV_BIN / "coach"
     assert exe.exists(), f"{exe} is missing: pip install -e . in the venv"
     workdir = tmp_path_factory.mktemp("cli")
@@ -258,6 +261,7 @@ def coach_cli(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., subproc
     def run(*args: str, stdin: str | None = None, env: dict[str, str] | None = None,
             timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return subprocess.run([str(exe), *args], input=stdin, capture_output=True, text=True, cwd=workdir,
-                              env={**base, **(env or {})}, timeout=timeout, encoding="utf-8")
+                              env={**base, **(env or {})}, timeout=timeout, encoding="utf-8",
+                              errors="surrogateescape")
 
     return run

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import sys
@@ -12,7 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from coach.config import BACKENDS, Settings, load_settings
+from coach.config import BACKENDS, Settings, SettingsError, load_settings
+from coach.conversation import valid_text
 from coach.errors import CoachError
 
 EXIT_USAGE = 2
@@ -69,7 +71,7 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 def cmd_search(args: argparse.Namespace) -> int:
     """`coach search QUESTION [--k N] [--json]`."""
-    query = (args.query or "").strip()
+    query = valid_text(args.query or "").strip()  # bytes that are not UTF-8 come in as lone surrogates
     if not query:
         _say("error: the query is empty; ask something, e.g. coach search \"What does the role pay?\"")
         return EXIT_USAGE
@@ -134,10 +136,11 @@ def cmd_ask(args: argparse.Namespace) -> int:
         _say(f"error: {exc}")
         return EXIT_USAGE
     coach = _coach(args)
+    question = valid_text(args.question)
     if args.json:
-        print(json.dumps(coach.answer(args.question).to_dict(), ensure_ascii=False, indent=1))
+        print(json.dumps(coach.answer(question).to_dict(), ensure_ascii=False, indent=1))
     else:
-        stream_answer(coach, args.question, [], sys.stdout)
+        stream_answer(coach, question, [], sys.stdout)
     return 0
 
 
@@ -156,8 +159,8 @@ def _leave(code: int, warming: threading.Thread) -> int:
 
 def cmd_chat(args: argparse.Namespace) -> int:
     """`coach chat`: a conversation in the terminal (/new starts over, /quit or Ctrl-D leaves)."""
-    from coach.conversation import InputError
-
+    if isinstance(sys.stdin, io.TextIOWrapper):  # a byte that is not UTF-8 becomes U+FFFD, not the end of the chat
+        sys.stdin.reconfigure(errors="replace")
     coach = _coach(args)
     warming = coach.warm_in_background()
     _say(f"coach ({coach.backend_name}, {coach.model_name}) — ask about the {coach.role()} role. "
@@ -165,7 +168,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
     history: list[dict[str, Any]] = []
     while True:
         try:
-            question = input("\nyou> ")
+            question = valid_text(input("\nyou> "))
         except (EOFError, KeyboardInterrupt):
             print()
             return _leave(0, warming)
@@ -180,7 +183,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
         print("coach> ", end="", flush=True)
         try:
             final = stream_answer(coach, question, history, sys.stdout)
-        except InputError as exc:
+        except CoachError as exc:  # a question that cannot be asked, a failure: said, and the chat goes on
             print(f"\n{exc}")
             continue
         if final is not None:
@@ -192,16 +195,23 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from coach import evaluation
 
     paths = [Path(f) for f in args.files]
-    for path in paths:
+    for path in paths:  # every file, and where the results go, checked before the model is even loaded
         if not path.is_file():
-            raise CoachError(f"{path} does not exist")
+            raise CoachError(f"{path} does not exist" if not path.exists() else f"{path} is not a file")
+        evaluation.load_items(path)
+    for out in (args.out, args.summary_json):
+        if out:
+            evaluation.check_writable(Path(out))
     coach = _coach(args)
     coach.warm()
     summaries = evaluation.run_files(coach, paths, Path(args.out) if args.out else None)
     print(f"backend {coach.backend_name} ({coach.model_name}), context {coach.context_mode()}")
     print(evaluation.format_table(summaries))
     if args.summary_json:
-        Path(args.summary_json).write_text(json.dumps(summaries, indent=1))
+        try:
+            Path(args.summary_json).write_text(json.dumps(summaries, indent=1))
+        except OSError as exc:
+            raise CoachError(f"cannot write to {args.summary_json} ({exc.strerror}).") from None
     return 0
 
 
@@ -229,13 +239,14 @@ def cmd_plan(args: argparse.Namespace) -> int:
     """`coach plan ["I have 6 years ..."] [--profile FILE] [--json]`: the assessment of a person, by rules."""
     from coach.planner import assess, read_profile, render, to_dict
 
-    if not (args.text or "").strip() and args.profile is None:
+    args.text = valid_text(args.text or "")
+    if not args.text.strip() and args.profile is None:
         _say('error: tell me about yourself, e.g. coach plan "I have 6 years as a developer", or give --profile FILE')
         return EXIT_USAGE
     coach = _coach(args)
     card = coach.planner.card(coach.retriever.library())
     base = _profile_file(Path(args.profile), coach) if args.profile else None
-    said = read_profile(args.text or "", card)
+    said = read_profile(args.text, card)
     profile = base.profile.merged(said.profile) if base else said.profile
     problems = [*(base.problems if base else []), *said.problems]
     assessment = assess(profile, card)
@@ -327,6 +338,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     try:
         code = int(args.func(args))
+    except SettingsError as exc:
+        _say(f"error: {exc}")
+        code = EXIT_USAGE
     except CoachError as exc:
         _say(f"error: {exc}")
         code = 1

@@ -5,8 +5,9 @@ from __future__ import annotations
 import ipaddress
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from coach.errors import CoachError
@@ -109,7 +110,7 @@ class Settings(BaseSettings):
 
     # Web UI
     host: str = Field("127.0.0.1", description="Address the chat UI listens on.")
-    port: int = Field(7860, description="Port of the chat UI.")
+    port: int = Field(7860, description="Port of the chat UI (1-65535).")
     allow_remote: bool = Field(False, description="Must be true to listen on anything but loopback.")
     auth_username: str | None = Field(None, description="Username for the chat UI (with a password).")
     auth_password: SecretStr | None = Field(None, description="Password for the chat UI.")
@@ -123,21 +124,65 @@ class Settings(BaseSettings):
     api_keys_file: Path | None = Field(None, description="A file of API keys, one a line (# comments allowed).")
     api_queue: int = Field(8, ge=0, description="API requests that may wait for a free answering slot; more get 429.")
 
+    @field_validator("port")
+    @classmethod
+    def _port(cls, port: int) -> int:
+        if not 1 <= port <= 65535:
+            raise ValueError(f"must be a port number from 1 to 65535, not {port}")
+        return port
+
+    @field_validator("chroma_url", "openai_base_url")
+    @classmethod
+    def _url_port(cls, url: str | None) -> str | None:
+        # The URL itself is not repeated: it may carry a user name and password.
+        try:
+            parts = urlsplit(url or "")
+            parts.port  # noqa: B018 -- read for its check: a port out of range raises ValueError
+        except ValueError as exc:
+            if "port" not in str(exc).lower():
+                raise ValueError("is not a valid URL") from None
+            raise ValueError("has a port that is not a number from 1 to 65535") from None
+        if parts.port == 0:
+            raise ValueError("has a port that is not a number from 1 to 65535")
+        return url
+
     @property
     def chroma_dir(self) -> Path:
         """The embedded Chroma folder."""
         return self.chroma_path or self.data_dir / "chroma"
 
     def api_key_set(self) -> frozenset[str]:
-        """Every accepted API key (from api_keys and api_keys_file); empty when the API is open."""
-        keys = set(self.api_keys.get_secret_value().split(",")) if self.api_keys else set()
+        """Every accepted API key (from api_keys and api_keys_file); empty when the API is open.
+
+        Keys asked for but not found (a file that is missing, unreadable or holds no key, COACH_API_KEYS of
+        commas only) raise CoachError: the API must not run open by mistake.
+        """
+        keys: set[str] = set()
+        if self.api_keys:
+            keys = {k.strip() for k in self.api_keys.get_secret_value().split(",") if k.strip()}
+            if not keys:
+                raise CoachError("COACH_API_KEYS is set but holds no key; give keys separated by commas, or unset it.")
         if self.api_keys_file is not None:
             try:
                 lines = self.api_keys_file.read_text(encoding="utf-8").splitlines()
-            except OSError as exc:
-                raise CoachError(f"COACH_API_KEYS_FILE {self.api_keys_file} cannot be read ({exc.strerror}).") from None
-            keys |= {line.split("#", 1)[0] for line in lines}
-        return frozenset(k.strip() for k in keys if k.strip())
+            except (OSError, UnicodeDecodeError) as exc:
+                why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+                raise CoachError(f"COACH_API_KEYS_FILE {self.api_keys_file} cannot be read ({why}).") from None
+            in_file = {k for k in (line.split("#", 1)[0].strip() for line in lines) if k}
+            if not in_file:
+                raise CoachError(f"COACH_API_KEYS_FILE {self.api_keys_file} holds no key; put one key on each line.")
+            keys |= in_file
+        return frozenset(keys)
+
+    def ui_login(self) -> tuple[str, str] | None:
+        """The chat page's user name and password, or None for no log-in; CoachError when only one is set."""
+        user = (self.auth_username or "").strip()
+        password = self.auth_password.get_secret_value() if self.auth_password else ""
+        if bool(user) != bool(password):
+            missing = "COACH_AUTH_PASSWORD" if user else "COACH_AUTH_USERNAME"
+            raise CoachError(f"the log-in is half configured: {missing} is not set; set both COACH_AUTH_USERNAME and "
+                             "COACH_AUTH_PASSWORD to require a log-in, or neither.")
+        return (user, password) if user else None
 
     @property
     def database(self) -> str:
@@ -160,6 +205,28 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+class SettingsError(CoachError):
+    """A setting has a value coach cannot use (the message names it, never its value when secret)."""
+
+
+def describe(error: ValidationError) -> str:
+    """A settings validation error as one line: the variable and what is wrong with it."""
+    problems = []
+    for err in error.errors():
+        field = ".".join(str(p) for p in err.get("loc", ())) or "setting"
+        name = field if field.isupper() else f"COACH_{field.upper()}"
+        msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
+        phrase = msg.startswith(("must ", "has ", "is "))  # our own validators' words read after the name
+        problems.append(f"{name} {msg}" if phrase else f"invalid setting {name}: {msg}")
+    return "; ".join(problems)
+
+
 def load_settings(**overrides: Any) -> Settings:
-    """Settings from defaults, .env and COACH_* variables, with non-None overrides (CLI flags) on top."""
-    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    """Settings from defaults, .env and COACH_* variables, with non-None overrides (CLI flags) on top.
+
+    Raises SettingsError (one line) when a value cannot be used.
+    """
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        raise SettingsError(describe(exc)) from None

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from coach.errors import BackendUnavailableError, CoachError
-from coach.guards import looks_like_injection
+from coach.guards import looks_like_injection, neutralise_roles
 from coach.llm.base import ChatBackend, Message, Request
 from coach.prompts import Prompts
 from coach.text import strip_citations, without_invisible
@@ -28,13 +28,31 @@ class InputError(CoachError):
     """The question cannot be asked as it is (empty, too long)."""
 
 
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def valid_text(text: str) -> str:
+    """Text with the stand-ins of invalid bytes replaced by U+FFFD.
+
+    Bytes that are not UTF-8 reach Python as lone surrogates (a command-line argument, stdin, a JSON
+    "\\udcff"); the tokenizers and every encoder refuse those.
+    """
+    return _SURROGATE.sub("\ufffd", text)
+
+
+def user_text(text: str) -> str:
+    """A person's message as the model may see it: valid, visible characters, role markers quoted."""
+    return neutralise_roles(without_invisible(valid_text(text))).strip()
+
+
 def clean_question(text: str | None, limit: int) -> str:
-    """The question normalised (NFC, no control or zero-width characters); raises InputError if unusable."""
+    """The question normalised (valid UTF-8, NFC, no control or zero-width characters, role markers quoted,
+    see guards.neutralise_roles); raises InputError if unusable."""
     text = text or ""
     if len(text) > limit:
         raise InputError(f"Your message is {len(text):,} characters long; the limit is {limit:,}. "
                          "Please shorten it and ask again.")
-    text = without_invisible(text).strip()
+    text = user_text(text)
     if not text:
         raise InputError("The question is empty: type a question about the role, e.g. “What does it pay?”")
     return text
@@ -107,7 +125,7 @@ def history(messages: list[dict[str, Any]] | None, replay: ReplayMemory | None =
         if (m.get("metadata") or {}).get("title"):
             continue
         if role == "user":
-            content = without_invisible(content).strip()
+            content = user_text(content)  # cleaned as the question was: a remembered turn is still recognised
             # An injection attempt was refused: neither it nor the refusal goes back to the model.
             refused = looks_like_injection(content)
             if not refused:
@@ -117,7 +135,9 @@ def history(messages: list[dict[str, Any]] | None, replay: ReplayMemory | None =
         if refused:
             continue
         said = replay.recall(content) if replay is not None else None
-        plain = {"role": "assistant", "content": strip_citations(said.raw if said and said.summary else content)}
+        # An answer as shown (an API client may send any text as one) gets the question's treatment too.
+        shown = said.raw if said and said.summary else neutralise_roles(without_invisible(valid_text(content)))
+        plain = {"role": "assistant", "content": strip_citations(shown)}
         out.plain.append(plain)
         last = out.replayed[-1] if out.replayed else None
         if said and last is not None and last["role"] == "user" and last["content"].strip() == said.question:

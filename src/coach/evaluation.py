@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
 from coach.answer import Answer
 from coach.coach import Coach
 from coach.errors import CoachError
@@ -76,26 +78,141 @@ def _last_question(item: dict[str, Any]) -> str:
     return str(turns[-1]) if turns else str(item.get("question", ""))
 
 
+def _regex(pattern: str, what: str) -> str:
+    if not pattern.strip():
+        raise ValueError(f"{what} is empty, and an empty pattern matches every answer")
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"{what} {pattern!r} is not a valid regular expression ({exc.msg})") from None
+    return pattern
+
+
+class EvalItem(BaseModel):
+    """One line of a question set, as ../shared/eval/README.md describes it. Types are strict: `facts` given as
+    one string would otherwise be scored character by character, and `"true"` is not a boolean."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    id: str = Field(min_length=1)
+    question: str | None = None
+    turns: list[str] | None = None
+    gold_sections: list[str] | None = None
+    facts: list[str] | None = None
+    must_not: list[str] | None = None
+    out_of_scope: bool | None = None
+    injection: bool | None = None
+
+    @field_validator("question")
+    @classmethod
+    def _question(cls, question: str | None) -> str | None:
+        if question is not None and not question.strip():
+            raise ValueError("is empty")
+        return question
+
+    @field_validator("turns")
+    @classmethod
+    def _turns(cls, turns: list[str] | None) -> list[str] | None:
+        if turns is not None and not (turns and all(t.strip() for t in turns)):
+            raise ValueError("must be a list of non-empty questions")
+        return turns
+
+    @field_validator("facts")
+    @classmethod
+    def _facts(cls, facts: list[str] | None) -> list[str] | None:
+        for n, fact in enumerate(facts or [], 1):
+            for alternative in fact.split("|"):
+                _regex(alternative, f"an alternative of fact {n}")
+        return facts
+
+    @field_validator("must_not")
+    @classmethod
+    def _must_not(cls, patterns: list[str] | None) -> list[str] | None:
+        for n, pattern in enumerate(patterns or [], 1):
+            _regex(pattern, f"pattern {n}")
+        return patterns
+
+    @model_validator(mode="after")
+    def _one_question(self) -> EvalItem:
+        if (self.question is None) == (self.turns is None):
+            raise ValueError("a line needs a `question` or `turns`, not both" if self.question
+                             else "a line needs a `question` or `turns`")
+        return self
+
+
+_JSON_TYPES = {str: "a string", int: "a number", float: "a number", bool: "true or false", list: "a list",
+               dict: "an object", type(None): "null"}
+
+
+def _problem(error: Any) -> str:
+    """One pydantic error as a phrase a person can act on."""
+    loc = [str(part) for part in error.get("loc", ())]
+    where = f"`{loc[0]}`" + (f" item {int(loc[1]) + 1}" if len(loc) > 1 and loc[1].isdigit() else "") if loc else ""
+    kind, msg = error.get("type", ""), str(error.get("msg", "invalid"))
+    given = _JSON_TYPES.get(type(error.get("input")), "something else")
+    if kind == "extra_forbidden":
+        return f"unknown field {where} (the fields are: {', '.join(EvalItem.model_fields)})"
+    if kind == "missing":
+        return f"{where} is missing"
+    if kind == "string_too_short":
+        return f"{where} is empty"
+    if kind.endswith("_type"):
+        wanted = {"list_type": "a list of strings", "string_type": "a string", "bool_type": "true or false"}
+        return f"{where} must be {wanted.get(kind, msg.removeprefix('Input should be '))}, not {given}"
+    msg = msg.removeprefix("Value error, ")
+    if not where:
+        return msg
+    return f"{where} {msg}" if msg.startswith(("is ", "must ")) else f"{where}: {msg}"
+
+
+def read_lines(path: Path) -> list[str]:
+    """The lines of a UTF-8 text file; CoachError naming the file (and the line) when it cannot be read."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise CoachError(f"{path} cannot be read ({exc.strerror or type(exc).__name__}).") from None
+    try:
+        return raw.decode("utf-8-sig").splitlines()
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise CoachError(f"{path}:{line}: not valid UTF-8 (byte 0x{raw[exc.start]:02x}); "
+                         "save the file as UTF-8.") from None
+
+
 def load_items(path: Path) -> list[dict[str, Any]]:
-    """The lines of a JSONL question set; a bad line is an error naming its number."""
-    items = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    """The lines of a JSONL question set, each checked against EvalItem; a bad line is an error naming its number."""
+    items: list[dict[str, Any]] = []
+    seen: dict[str, int] = {}
+    for n, line in enumerate(read_lines(path), 1):
         if not line.strip():
             continue
         try:
             item = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise CoachError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
-        if not isinstance(item, dict) or not (item.get("question") or item.get("turns")):
-            raise CoachError(f"{path}:{n}: needs a `question` or `turns`")
-        turns = item.get("turns")
-        if turns is not None and not (isinstance(turns, list) and turns
-                                      and all(isinstance(t, str) and t.strip() for t in turns)):
-            raise CoachError(f"{path}:{n}: `turns` must be a list of non-empty questions")
-        if "turns" not in item and not isinstance(item.get("question"), str):
-            raise CoachError(f"{path}:{n}: `question` must be a string")
+            raise CoachError(f"{path}:{n}: not valid JSON ({exc.msg}).") from None
+        if not isinstance(item, dict):
+            raise CoachError(f"{path}:{n}: each line must be a JSON object with an `id` and a `question` or `turns`.")
+        try:
+            EvalItem.model_validate(item)
+        except ValidationError as exc:
+            raise CoachError(f"{path}:{n}: {_problem(exc.errors()[0])}.") from None
+        if item["id"] in seen:
+            raise CoachError(f"{path}:{n}: the id {item['id']!r} is already used on line {seen[item['id']]}.")
+        seen[item["id"]] = n
         items.append(item)
     return items
+
+
+def check_writable(path: Path) -> None:
+    """Raise CoachError unless a file can be written at path (checked before any question is asked)."""
+    existed = path.exists()
+    try:
+        with path.open("a", encoding="utf-8"):
+            pass
+    except OSError as exc:
+        raise CoachError(f"cannot write to {path} ({exc.strerror or type(exc).__name__}).") from None
+    if not existed:
+        path.unlink(missing_ok=True)
 
 
 def score(item: dict[str, Any], answer: Answer, secret: set[str]) -> dict[str, Any]:
@@ -178,7 +295,10 @@ def run_files(coach: Coach, paths: list[Path], out: Path | None = None, progress
 
     sets = {path: load_items(path) for path in paths}  # every file is checked before any question is asked
     bar = tqdm(total=sum(map(len, sets.values())), desc="eval", unit="q", file=sys.stderr, disable=not progress)
-    sink = out.open("w", encoding="utf-8") if out else None
+    try:
+        sink = out.open("w", encoding="utf-8") if out else None
+    except OSError as exc:
+        raise CoachError(f"cannot write to {out} ({exc.strerror or type(exc).__name__}).") from None
     summaries: dict[str, dict[str, Any]] = {}
     every: list[ItemResult] = []
     try:

@@ -27,6 +27,59 @@ def looks_like_injection(question: str) -> bool:
     return bool(INJECTION.search(question))
 
 
+# Role markers a person may type to fake a turn of the conversation. Chat-template tokens that open a turn
+# name its role; the others only separate turns.
+_ROLES = "system|assistant|user|developer|human|coach|tool|function|model"
+_OPENING_TOKEN = re.compile(
+    rf"<\s*[|｜]\s*im_start\s*[|｜]\s*>\s*(?:({_ROLES})\b)?"  # ChatML (Qwen): <|im_start|>system
+    rf"|<\s*[|｜]\s*start_header_id\s*[|｜]\s*>\s*({_ROLES})\s*(?:<\s*[|｜]\s*end_header_id\s*[|｜]\s*>)?"  # Llama 3
+    rf"|<\s*[|｜]\s*({_ROLES})\s*[|｜]\s*>"  # <|system|>, <|user|>, <|assistant|>
+    rf"|<\s*start_of_turn\s*>\s*(?:({_ROLES})\b)?"  # Gemma
+    r"|(<<\s*SYS\s*>>)|(\[\s*INST\s*\])|(\[\s*SYSTEM_PROMPT\s*\])",  # Llama 2, Mistral
+    re.IGNORECASE,
+)
+_OTHER_TOKEN = re.compile(
+    r"<\s*[|｜][^|｜<>\n]{1,40}[|｜]\s*>"  # <|im_end|>, <|eot_id|>, <|endoftext|>, <｜end▁of▁sentence｜>, ...
+    r"|</?\s*s\s*>|<\s*/?\s*(bos|eos|unk|pad|end_of_turn)\s*>|<<\s*/\s*SYS\s*>>"
+    r"|\[\s*/\s*(INST|SYSTEM_PROMPT)\s*\]|\[\s*/?\s*(AVAILABLE_TOOLS|TOOL_CALLS|TOOL_RESULTS)\s*\]",
+    re.IGNORECASE,
+)
+# At the start of a line: "system:", "  USER :", "### System:", "**Assistant:**", "[user]:", "### Instruction:".
+_ROLE_LINE = re.compile(
+    rf"(?:\A|(?<=[\n\r\x85]))[ \t]*(?:[>*_`~\[(-]+[ \t]*)?(?:#+[ \t]*(?P<heading>instructions?|response|input)"
+    rf"|#*[ \t]*(?P<role>{_ROLES}))[ \t]*[\])*_`~]*[ \t]*:[*_`~]*",
+    re.IGNORECASE,
+)
+
+
+def neutralise_roles(text: str) -> str:
+    """Text whose fake turns read as quotations, not as a switch of turn.
+
+    Chat-template tokens ("<|im_start|>system", "[INST]", "<<SYS>>", "</s>") are taken out, a role they open
+    kept as a marker; then each marker at the start of a line ("system:", "### Instruction:") and what
+    follows it up to the next one become `system (quoted): "new rule: ..."`. With the marker alone renamed,
+    the local model still obeyed the quoted rule; with its words in quotation marks it answered the question.
+    Everything the person wrote stays, so the question in it is still answered.
+    """
+    def opening(match: re.Match[str]) -> str:
+        named = next((g for g in match.groups()[:4] if g), None)
+        role = named or ("system" if match.group(5) or match.group(7) else "user" if match.group(6) else None)
+        return f"\n{role}: " if role else "\n"
+
+    text = _OTHER_TOKEN.sub(" ", _OPENING_TOKEN.sub(opening, text))
+    markers = list(_ROLE_LINE.finditer(text))
+    if not markers:
+        return text
+    parts = [text[:markers[0].start()]]
+    for marker, following in zip(markers, [*markers[1:], None], strict=True):
+        said = text[marker.end():following.start() if following else len(text)].strip()
+        word = marker.group("heading") or marker.group("role")
+        parts.append(f'{word} (quoted): "{said}"' if said else f"{word} (quoted):")
+        if following:
+            parts.append("\n")
+    return "".join(parts)
+
+
 def secret_ngrams(templates: Iterable[str], window: int = 6) -> set[str]:
     """Word n-grams of the prompts' own wording: variables and the phrases the model is told to say left out."""
     grams: set[str] = set()

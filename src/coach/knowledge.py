@@ -148,7 +148,10 @@ def _slug(text: str) -> str:
 
 def parse_file(path: Path, root: Path, max_words: int, default_role: str = "") -> list[Chunk]:
     """Chunks of one Markdown file; raises CoachError when the file cannot be used."""
-    raw = path.read_bytes()
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise CoachError(f"{path}: cannot be read ({exc.strerror or type(exc).__name__}); skipped") from None
     try:
         text = raw.decode("utf-8-sig")  # a byte-order mark must not hide the front matter
     except UnicodeDecodeError as exc:
@@ -200,6 +203,11 @@ def load(folder: Path, max_words: int = 70) -> KnowledgeBase:
     kb = KnowledgeBase()
     for path in sorted(folder.rglob("*.md")):
         if path.name.lower() == "readme.md":
+            continue
+        if not path.is_file():  # a folder named *.md, or a link to nothing: say so and go on
+            what = ("a folder, not a file" if path.is_dir() else "a link to nothing" if path.is_symlink()
+                    else "not a regular file")
+            kb.warnings.append(f"{path}: is {what}; skipped")
             continue
         kb.files += 1
         try:

@@ -37,9 +37,7 @@ def launch(demo: gr.Blocks, settings: Settings, block: bool = True, quiet: bool 
 
     With `coach`, the same server also answers the OpenAI-compatible API under /v1 and /healthz.
     """
-    auth = None
-    if settings.auth_username and settings.auth_password:
-        auth = (settings.auth_username, settings.auth_password.get_secret_value())
+    auth = settings.ui_login()  # CoachError when only one of user name and password is set
     # Answers have their own limit (set in build_ui); light events of several people run side by side.
     demo.queue(default_concurrency_limit=max(4, settings.concurrency))
     app, url, _ = demo.launch(
@@ -84,19 +82,17 @@ def serve(settings: Settings) -> int:
     from coach.factory import build_coach
     from coach.ui.app import build_ui
 
-    try:
+    try:  # half-configured protection refuses to start: it would otherwise run open
         keys = settings.api_key_set()
+        login = settings.ui_login() is not None
     except CoachError as exc:
         _say(f"error: {exc}")
         return 2
-    login = bool(settings.auth_username and settings.auth_password)
     if not is_loopback(settings.host) and not (settings.allow_remote and (login or keys)):
         _say(f"error: refusing to listen on {settings.host}: it is reachable from other machines; set "
              "COACH_ALLOW_REMOTE=true and a log-in (COACH_AUTH_USERNAME / COACH_AUTH_PASSWORD) or API keys "
              "(COACH_API_KEYS) to allow it.")
         return 2
-    if bool(settings.auth_username) != bool(settings.auth_password):
-        _say("warning: set both COACH_AUTH_USERNAME and COACH_AUTH_PASSWORD to require a login; serving without one.")
     if not is_loopback(settings.host) and not keys:
         _say(f"warning: no COACH_API_KEYS: the API at /v1 answers nobody on {settings.host} (401) until keys are set.")
     try:
