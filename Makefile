@@ -68,6 +68,13 @@ bench: setup
 	$(BIN)/python bench/answer_bench.py
 	$(BIN)/python bench/plan_bench.py
 
+# A bounded load test of a real `coach serve` on loopback (stops by itself): 30 sessions on the extractive backend
+# for 2 minutes, then 4 on the local model for 1 minute; requests/s, latency p50/p95/p99, errors by kind.
+.PHONY: load
+load: setup
+	$(BIN)/python bench/load_bench.py --backend extractive
+	$(BIN)/python bench/load_bench.py --backend local
+
 EVAL_SETS ?= $(wildcard ../shared/eval/*.jsonl) bench/extra_questions.jsonl
 
 eval: setup
