@@ -19,14 +19,14 @@ from typing import Any
 import pytest
 from helpers import REPO, GateChat, SlowChat, free_port, wait_until
 from playwright.sync_api import expect
-from test_ui_fixtures import FAKE_REPLY, HTML_FILE, HTML_QUESTION, UiServer, gate, start_server
+from test_ui_fixtures import FAKE_QUESTION, FAKE_REPLY, HTML_FILE, HTML_QUESTION, UiServer, gate, start_server
 
 from coach.ui import EXAMPLES
 
 pytest_plugins = ["test_ui_fixtures"]
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
-QUESTION = "What are the key responsibilities of the role?"
+QUESTION = FAKE_QUESTION
 SKILLS = "Which technical and soft skills does the role require?"
 SCREENSHOT = Path("/tmp/coach_screenshot.png")
 # The local model's prepared prompt prefix, shared with the app (as in test_e2e_local.py).

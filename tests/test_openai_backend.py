@@ -158,13 +158,14 @@ def test_the_coach_answers_with_sources_through_the_server(server: FakeOpenAISer
 def test_the_coach_rewrites_a_follow_up_through_the_server(server: FakeOpenAIServer,
                                                            make_real_coach: Callable[..., Coach],
                                                            clean_env: pytest.MonkeyPatch) -> None:
-    server.replies += ["What is the annual bonus of a senior-level manager?", "It is 10% - 30% of base [1]."]
+    server.replies += ["What is the annual bonus of a senior-level manager?",
+                       "The annual bonus is 10% - 30% of base salary [1]."]
     coach = openai_coach(make_real_coach, openai_base_url=server.url, openai_api_key=GOOD_KEY)
     history = [{"role": "user", "content": "What is the base salary at senior level?"},
                {"role": "assistant", "content": "Senior Level: $220,000 - $280,000 [1]"}]
     events = list(coach.stream("And how large is the annual bonus on top of that?", history))
     answer = events[-1].answer
-    assert answer is not None and answer.text == "It is 10% - 30% of base [1]."
+    assert answer is not None and answer.text == "The annual bonus is 10% - 30% of base salary [1]."
     assert len(server.chat_requests) == 2
     assert answer.standalone == "What is the annual bonus of a senior-level manager?"
     assert answer.sources[0].section == SALARY

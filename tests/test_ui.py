@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from helpers import SlowChat
-from test_ui_fixtures import FAKE_REPLY, UiIndex, UiServer, fake, ui_coach
+from test_ui_fixtures import FAKE_QUESTION, FAKE_REPLY, UiIndex, UiServer, fake, ui_coach
 
 from coach.errors import BackendUnavailableError, CoachError
 from coach.ui import APOLOGY, serve
@@ -26,7 +26,7 @@ from coach.ui.server import is_loopback
 pytest_plugins = ["test_ui_fixtures"]
 pytestmark = pytest.mark.integration
 
-QUESTION = "What are the main responsibilities of the role?"
+QUESTION = FAKE_QUESTION
 
 
 @pytest.fixture(scope="module")

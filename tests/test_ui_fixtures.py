@@ -37,7 +37,9 @@ welcome sign says <img src=x onerror="window.__pwned='knowledge'"> in the lobby.
 """
 HTML_QUESTION = "What is the office mascot policy for Rex the beagle?"
 
-# What the fake model says (word by word): it cites the sources it is given.
+# A question and what the fake model says to it (word by word), citing the sources it is given. The reply is
+# the whole answer: the question asks for no list and names no item, so the coach adds nothing to it (shape.py).
+FAKE_QUESTION = "What is this role about?"
 FAKE_REPLY = ("The role leads teams of engineers and applied scientists [1] and oversees the architecture "
               "of AI systems [2]. It also manages AI engineering projects [1].")
 
