@@ -142,9 +142,10 @@ class HybridRetriever:
             self._postings = _postings(corpus)
             order = sorted(range(len(ids)), key=lambda i: (metas[i].get("source", ""), ids[i]))
             self._library = Library(key, tuple(Passage.from_metadata(ids[i], docs[i], metas[i]) for i in order))
+            # Without a word list a real word the knowledge base lacks ("rule") would be "corrected" ("role").
             words = getattr(self.index.embedder, "words", None)
-            self._speller = Speller([*docs, *(m.get("heading_path", "") for m in metas)],
-                                    words() if callable(words) else (), _singular)
+            self._speller = Speller([*docs, *(m.get("heading_path", "") for m in metas)], words(),
+                                    _singular) if callable(words) else None
             self._loaded = key
 
     def correct(self, query: str) -> str:
