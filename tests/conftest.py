@@ -38,10 +38,10 @@ from coach.prompts import Prompts  # noqa: E402
 from coach.retrieval import HybridRetriever  # noqa: E402
 
 VENV_BIN = Path(sys.executable).parent
-# Fixtures that load a real model, by the marker a test using them must carry.
+# Fixtures that load a real model or start a real server, by the marker a test using them must carry.
 NEEDS_MARKER = {
     "integration": {"real_embedder", "real_retriever", "make_real_coach", "coach_cli", "ui_index", "server_factory",
-                    "local_coach"},
+                    "local_coach", "own_chroma_server"},
     "model": {"local_coach"},
 }
 
@@ -199,46 +199,75 @@ def make_real_coach(real_retriever: HybridRetriever, prompts: Prompts, tmp_path:
 
 
 # -- a real Chroma server -------------------------------------------------------------------------
-@pytest.fixture(scope="session")
-def chroma_server() -> Iterator[str]:
-    """A `chroma run` server on a free loopback port for the whole session; yields its URL."""
-    import chromadb
-    from chromadb.config import Settings as ChromaSettings
+class ChromaServer:
+    """A `chroma run` process on a free loopback port over its own folder; it can be stopped and started again."""
 
-    exe = VENV_BIN / "chroma"
-    if not exe.exists():
-        pytest.fail(f"{exe} not found: the venv has no `chroma` executable")
-    workdir = Path(tempfile.mkdtemp(prefix="coach-chroma-server-"))
-    port = free_port()
-    log = (workdir / "server.log").open("wb")
-    proc = subprocess.Popen(
-        [str(exe), "run", "--path", str(workdir / "db"), "--host", "127.0.0.1", "--port", str(port)],
-        stdout=log, stderr=subprocess.STDOUT, cwd=workdir,
-    )
-    try:
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> ChromaServer:
+        """Start it (on the same port and folder as before) and wait for its heartbeat."""
+        import chromadb
+        from chromadb.config import Settings as ChromaSettings
+
+        exe = VENV_BIN / "chroma"
+        if not exe.exists():
+            pytest.fail(f"{exe} not found: the venv has no `chroma` executable")
+        log_path = self.workdir / "server.log"
+        with log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [str(exe), "run", "--path", str(self.workdir / "db"), "--host", "127.0.0.1", "--port", str(self.port)],
+                stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir,
+            )
         deadline = time.monotonic() + 60
         while True:
-            if proc.poll() is not None:
-                pytest.fail(f"chroma run exited with {proc.returncode}: "
-                            f"{(workdir / 'server.log').read_text(errors='replace')[-2000:]}")
+            if self.proc.poll() is not None:
+                pytest.fail(f"chroma run exited with {self.proc.returncode}: "
+                            f"{log_path.read_text(errors='replace')[-2000:]}")
             try:
-                chromadb.HttpClient(host="127.0.0.1", port=port,
+                chromadb.HttpClient(host="127.0.0.1", port=self.port,
                                     settings=ChromaSettings(anonymized_telemetry=False)).heartbeat()
-                break
+                return self
             except Exception:
                 if time.monotonic() > deadline:
                     pytest.fail("chroma run did not answer a heartbeat within 60 s")
                 time.sleep(0.25)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
+
+    def stop(self) -> None:
+        """Stop it (SIGTERM, then SIGKILL after 15 s) and wait until it is gone."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
         try:
-            proc.wait(timeout=15)
+            self.proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=15)
-        log.close()
-        shutil.rmtree(workdir, ignore_errors=True)
+            self.proc.kill()
+            self.proc.wait(timeout=15)
+
+
+@pytest.fixture(scope="session")
+def chroma_server() -> Iterator[str]:
+    """A `chroma run` server on a free loopback port for the whole session; yields its URL."""
+    server = ChromaServer(Path(tempfile.mkdtemp(prefix="coach-chroma-server-")))
+    try:
+        yield server.start().url
+    finally:
+        server.stop()
+        shutil.rmtree(server.workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def own_chroma_server(tmp_path: Path) -> Iterator[ChromaServer]:
+    """A `chroma run` server of this test's own, which the test may stop and start again (.stop(), .start())."""
+    server = ChromaServer(tmp_path / "chroma-server")
+    server.workdir.mkdir()
+    try:
+        yield server.start()
+    finally:
+        server.stop()
 
 
 # -- the `coach` command in a subprocess -------------------------------------------------------

@@ -15,3 +15,11 @@ class IndexError_(CoachError):
 
 class BackendUnavailableError(CoachError):
     """A chat backend cannot answer (server down, wrong key, model missing, crashed)."""
+
+
+class IndexDamagedError(IndexError_):
+    """The embedded index's files are damaged or missing; `coach index` rebuilds it."""
+
+
+class IndexUnreachableError(IndexError_):
+    """The Chroma server holding the index does not answer."""

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
+from coach import index_check
 from coach.config import Settings
-from coach.errors import IndexError_
+from coach.errors import CoachError, IndexDamagedError, IndexError_, IndexUnreachableError
 from coach.knowledge import Chunk
 
 _PASSAGES = "-passages-"
@@ -39,6 +42,7 @@ class SyncReport:
     unchanged: int = 0
     seconds: float = 0.0
     collection: str = ""
+    repaired: str = ""  # what was wrong with the index this sync rebuilt
 
     @property
     def embedded(self) -> int:
@@ -48,7 +52,8 @@ class SyncReport:
     def summary(self) -> str:
         """One line for a person."""
         rate = self.embedded / self.seconds if self.seconds > 0 else 0.0
-        return (f"added {self.added}, updated {self.updated}, removed {self.removed}, "
+        repaired = f"rebuilt a damaged index ({self.repaired}): " if self.repaired else ""
+        return (f"{repaired}added {self.added}, updated {self.updated}, removed {self.removed}, "
                 f"unchanged {self.unchanged} in {self.seconds:.2f} s ({rate:.1f} chunks/s)")
 
 
@@ -69,11 +74,9 @@ def connect(settings: Settings) -> Any:
 
     chroma_settings = ChromaSettings(anonymized_telemetry=False)
     if settings.chroma_url:
-        url = urlparse(settings.chroma_url if "://" in settings.chroma_url else f"http://{settings.chroma_url}")
-        host, port = url.hostname or "127.0.0.1", url.port or 8000
+        host, port, https = server_address(settings.chroma_url)
         try:
-            client = chromadb.HttpClient(host=host, port=port, ssl=url.scheme == "https",
-                                         settings=chroma_settings)
+            client = chromadb.HttpClient(host=host, port=port, ssl=https, settings=chroma_settings)
             client.heartbeat()
         except Exception as exc:  # the client raises several unrelated types for "not there"
             raise IndexError_(
@@ -91,9 +94,16 @@ def connect(settings: Settings) -> Any:
         )
     try:
         path.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        raise _not_writable(settings) from None
+    if not all(os.access(p, os.W_OK) for p in (path, path / "chroma.sqlite3") if p.exists()):
+        raise _not_writable(settings)
+    try:
         client = chromadb.PersistentClient(path=str(path), settings=chroma_settings)
         client.list_collections()
     except Exception as exc:
+        if "readonly" in str(exc).replace("-", "").lower():
+            raise _not_writable(settings) from None
         raise IndexError_(
             f"The Chroma index in {path} cannot be opened ({type(exc).__name__}: {str(exc)[:120]}); "
             "move it away and run `coach index`."
@@ -101,13 +111,37 @@ def connect(settings: Settings) -> Any:
     return client
 
 
-class Index:
-    """The active passages collection of one Chroma client, tied to one embedding model."""
+def server_address(url: str) -> tuple[str, int, bool]:
+    """(host, port, https) of a Chroma server URL, which may lack the scheme and the port."""
+    parsed = urlparse(url if "://" in url else f"http://{url}")
+    return parsed.hostname or "127.0.0.1", parsed.port or 8000, parsed.scheme == "https"
 
-    def __init__(self, client: Any, embedder: Embedder, prefix: str = "coach") -> None:
+
+def _not_writable(settings: Settings) -> IndexError_:
+    """The index folder (or the data folder it is to be made in) cannot be written: say so, and how to fix it."""
+    path = settings.chroma_dir
+    where = path if path.exists() else next((p for p in path.parents if p.exists()), path)
+    setting = "COACH_CHROMA_PATH" if settings.chroma_path else "COACH_DATA_DIR"
+    return IndexError_(f"The index folder {path} is not writable ({where} is read-only for this user): fix its "
+                       f"permissions, or set {setting} to a folder you can write to.")
+
+
+class Index:
+    """The active passages collection of one Chroma client, tied to one embedding model.
+
+    `path` is the folder of an embedded index: its files are checked before Chroma reads them (see
+    index_check) and fingerprinted after each sync. `server` names a Chroma server (no credentials) for
+    messages; its files are the server's to keep.
+    """
+
+    def __init__(self, client: Any, embedder: Embedder, prefix: str = "coach", path: Path | None = None,
+                 server: str = "") -> None:
         self.client = client
         self.embedder = embedder
         self.prefix = prefix
+        self.path = path
+        self.server = server
+        self._checked: set[tuple[str, str]] = set()  # (collection id, revision) whose files passed the check
 
     # -- collections --------------------------------------------------------------------------
     def _candidates(self) -> list[Any]:
@@ -132,12 +166,58 @@ class Index:
             )
 
     def collection(self) -> Any:
-        """The active collection, checked against the embedding model; raises when there is none."""
-        active = self._active()
-        if active is None:
-            raise IndexError_("There is no index yet: run `coach index` (the chat UI builds it on start).")
-        self._check_model(active)
+        """The active collection, checked against the embedding model and its files; raises when there is none."""
+        with self._reading():
+            active = self._active()
+            if active is None:
+                raise IndexError_("There is no index yet: run `coach index` (the chat UI builds it on start).")
+            self._check_model(active)
+            damage = self._damage(active)
+        if damage:
+            raise self._damaged(damage)
         return active
+
+    def _damage(self, collection: Any) -> str | None:
+        """What is wrong with an embedded collection's files (None when they may be read, or for a server)."""
+        if self.path is None:
+            return None
+        key = (str(collection.id), str((collection.metadata or {}).get("revision", "")))
+        if key in self._checked:
+            return None
+        damage = index_check.problem(self.path, key[0])
+        if damage is None:
+            self._checked.add(key)
+        return damage
+
+    def _damaged(self, damage: str) -> IndexDamagedError:
+        return IndexDamagedError(f"The index in {self.path} is damaged ({damage}); run `coach index` to rebuild it.")
+
+    def _record(self, collection: Any) -> None:
+        """Fingerprint the collection's files as this sync left them (embedded indexes only)."""
+        if self.path is not None:
+            keep = {str(c.id) for c in self._candidates()}
+            index_check.record(self.path, str(collection.id), keep)
+
+    @contextmanager
+    def _reading(self) -> Iterator[None]:
+        """Chroma's own exceptions while reading, as one message saying where the index is and what to do."""
+        try:
+            yield
+        except CoachError:
+            raise
+        except Exception as exc:
+            what = f"{type(exc).__name__}: {str(exc)[:120]}"
+            if self.path is not None:
+                raise IndexDamagedError(
+                    f"The index in {self.path} could not be read ({what}); run `coach index` to rebuild it.") from None
+            try:
+                self.client.heartbeat()
+            except Exception:
+                raise IndexUnreachableError(
+                    f"The index server (Chroma at {self.server}) is unreachable ({type(exc).__name__}): answers "
+                    "need it; start it again, or unset COACH_CHROMA_URL to use an index on this machine."
+                ) from None
+            raise IndexError_(f"The index server (Chroma at {self.server}) failed ({what}).") from None
 
     def exists(self) -> bool:
         """Whether a complete index is there."""
@@ -159,7 +239,13 @@ class Index:
         if collection is None:
             return self.rebuild(chunks, progress)
         self._check_model(collection)
+        damage = self._damage(collection)
+        if damage:  # repaired, not reported as unchanged: the damaged collection is never read
+            report = self.rebuild(chunks, progress)
+            report.repaired = damage
+            return report
         report = self._apply(collection, chunks, progress)
+        self._record(collection)
         report.seconds = time.perf_counter() - start
         return report
 
@@ -179,6 +265,7 @@ class Index:
                 self.client.delete_collection(col.name)
             except Exception:  # another instance may have removed it already
                 pass
+        self._record(fresh)
         report.seconds = time.perf_counter() - start
         return report
 
@@ -221,7 +308,8 @@ class Index:
     def all_passages(self) -> tuple[str, list[str], list[str], list[dict[str, Any]]]:
         """(collection name, ids, documents, metadatas) of every passage."""
         collection = self.collection()
-        got = collection.get(include=["documents", "metadatas"])
+        with self._reading():
+            got = collection.get(include=["documents", "metadatas"])
         return collection.name, list(got["ids"]), list(got["documents"] or []), [
             dict(m or {}) for m in (got["metadatas"] or [])]
 
@@ -229,8 +317,9 @@ class Index:
         """The n passages nearest to text by the embedding model, with cosine similarity."""
         collection = self.collection()
         vector = self.embedder.embed_query(text)
-        res = collection.query(query_embeddings=[vector], n_results=max(1, n),
-                               include=["documents", "metadatas", "distances"])
+        with self._reading():
+            res = collection.query(query_embeddings=[vector], n_results=max(1, n),
+                                   include=["documents", "metadatas", "distances"])
         hits = []
         for cid, doc, meta, dist in zip(res["ids"][0], (res["documents"] or [[]])[0],
                                         (res["metadatas"] or [[]])[0], (res["distances"] or [[]])[0], strict=True):
@@ -241,12 +330,18 @@ class Index:
     def revision(self) -> tuple[str, str, int]:
         """Changes whenever the active index's content changes: (collection, revision, count)."""
         collection = self.collection()
-        return collection.name, str((collection.metadata or {}).get("revision", "")), collection.count()
+        with self._reading():
+            return collection.name, str((collection.metadata or {}).get("revision", "")), collection.count()
 
     def count(self) -> int:
-        """Passages in the active index (0 when there is none)."""
-        active = self._active()
-        return active.count() if active is not None else 0
+        """Passages in the active index (0 when there is none); raises when it cannot be read."""
+        with self._reading():
+            active = self._active()
+            damage = self._damage(active) if active is not None else None
+        if damage:
+            raise self._damaged(damage)
+        with self._reading():
+            return int(active.count()) if active is not None else 0
 
 
 def _max_batch(client: Any) -> int:
@@ -274,7 +369,11 @@ def _progress(total: int, enabled: bool) -> Callable[..., None]:
 
 def open_index(settings: Settings, embedder: Embedder) -> Index:
     """The index for these settings (connects; does not require that it exists)."""
-    return Index(connect(settings), embedder, settings.collection)
+    if settings.chroma_url:
+        host, port, https = server_address(settings.chroma_url)
+        where = f"{'https' if https else 'http'}://{host}:{port}"
+        return Index(connect(settings), embedder, settings.collection, server=where)
+    return Index(connect(settings), embedder, settings.collection, path=settings.chroma_dir)
 
 
 def default_embedder(settings: Settings) -> Embedder:
