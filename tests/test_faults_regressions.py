@@ -536,8 +536,6 @@ def test_an_allowed_remote_server_needs_the_log_in_or_a_key_on_every_endpoint(re
     assert "chat ready" in said and PASSWORD not in said and API_KEY not in said  # the server's own words
 
 
-@pytest.mark.xfail(strict=True, reason="with a log-in set and no API keys on loopback, /v1 answers anyone: "
-                   "build_api only closes the API when keys are set or the host is not loopback")
 def test_with_a_log_in_on_loopback_the_api_needs_credentials_too(server_factory: Callable[..., UiServer]) -> None:
     server = server_factory(None, api=True, auth_username=USER, auth_password=PASSWORD)
     for method, path in PAGE_ROUTES[:3]:  # the page is closed ...

@@ -188,8 +188,9 @@ def _same_words(a: str, b: str) -> bool:
 def build_api(coach: Coach, settings: Settings) -> FastAPI:
     """The /v1 application (mounted under /v1 of the page's server)."""
     keys = settings.api_key_set()
-    # Reachable from other machines with no key set: nothing is answered (serve() says so at start).
-    closed = not keys and not is_loopback(settings.host)
+    # With no key set, nothing is answered where the page itself is closed to strangers: reachable from other
+    # machines (serve() says so at start), or behind a log-in that the API must not bypass.
+    closed = not keys and (not is_loopback(settings.host) or settings.ui_login() is not None)
     slots = Slots(parallel_answers(settings, coach.backend_name), settings.api_queue)
     # Errors are documented as they are answered (400, not FastAPI's 422, in OpenAI's shape).
     errors: dict[int | str, dict[str, Any]] = {"4XX": {"model": ErrorBody, "description": "A refused request"},
@@ -221,7 +222,8 @@ def build_api(coach: Coach, settings: Settings) -> FastAPI:
     @app.middleware("http")
     async def authorize(request: Request, call_next: Any) -> Any:
         if closed:
-            return ApiError(401, f"The API does not answer on {settings.host} without keys: set COACH_API_KEYS.",
+            where = "behind the page's log-in" if is_loopback(settings.host) else f"on {settings.host}"
+            return ApiError(401, f"The API does not answer {where} without keys: set COACH_API_KEYS.",
                             "authentication_error", "api_keys_required").response()
         if keys:
             given = request.headers.get("authorization", "")

@@ -93,8 +93,9 @@ def serve(settings: Settings) -> int:
              "COACH_ALLOW_REMOTE=true and a log-in (COACH_AUTH_USERNAME / COACH_AUTH_PASSWORD) or API keys "
              "(COACH_API_KEYS) to allow it.")
         return 2
-    if not is_loopback(settings.host) and not keys:
-        _say(f"warning: no COACH_API_KEYS: the API at /v1 answers nobody on {settings.host} (401) until keys are set.")
+    if (login or not is_loopback(settings.host)) and not keys:
+        where = "behind the log-in" if is_loopback(settings.host) else f"on {settings.host}"
+        _say(f"warning: no COACH_API_KEYS: the API at /v1 answers nobody {where} (401) until keys are set.")
     try:
         coach = build_coach(settings, say=_say)
         demo = build_ui(coach, settings)
