@@ -180,3 +180,11 @@ def test_real_lists_are_found_whole(make_real_coach: Callable[..., Coach],
     items = [line for line in answer.text.splitlines() if line.startswith("- ")]
     assert len(items) == count, answer.text
     assert all(answer.sources[cited_numbers(line)[0] - 1].label.endswith(heading) for line in items)
+
+
+def test_an_answer_that_names_what_was_asked_ends_once_it_has_said_it(make_coach: Callable[..., Coach]) -> None:
+    fake = FakeChat(["A VP of AI/ML makes $400,000 - $600,000+ [1]. A Chief AI Officer makes more [1]. "
+                     "And there is much more to say about it."])
+    _, answer = ask(make_coach(fake), "What does a VP of AI/ML make?")
+    assert answer.shape == "items"
+    assert answer.text.startswith("A VP of AI/ML makes $400,000 - $600,000+ [") and "Chief" not in answer.text

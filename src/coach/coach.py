@@ -31,6 +31,7 @@ from coach.planner.resume import resume_text
 from coach.prompting import Prompt, Prompter
 from coach.prompts import Prompts
 from coach.retrieval import HybridRetriever, Library
+from coach.text import strip_citations
 
 SYSTEM_PROMPTS = ("system_knowledge", "system_passages")
 PREPARED_PASSAGES = 2000  # a knowledge base up to this size has its units embedded at start-up
@@ -189,8 +190,11 @@ class Coach:
         answer.shape = form.kind
         max_tokens, temperature = (limits or Limits()).within(self.settings)
         request = Request(prompt.messages, max_tokens, temperature, evidence)
-        # A list's items come from the passage: the model writes its lead, one sentence or item.
-        response = Response(self.backend, request, 1 if form.lead_only else self.settings.answer_soft_tokens)
+        # The stop follows the shape: a list's items come from the passage, so the model writes its lead (one
+        # sentence or item); an answer that names what was asked for (items, parts) ends once it has said them.
+        enough = (lambda said: not shape.missing(strip_citations(said), form)) if form.kind in ("items", "parts") \
+            else None
+        response = Response(self.backend, request, 1 if form.lead_only else self.settings.answer_soft_tokens, enough)
         try:
             yield from self._write(answer, response, checks, start)
         except BackendUnavailableError as exc:
