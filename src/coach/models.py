@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
+import threading
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from coach.errors import ModelMissingError
 
@@ -71,14 +74,46 @@ CHAT_FILES: tuple[ModelFile, ...] = (
 ALL_FILES: tuple[ModelFile, ...] = EMBEDDING_FILES + CHAT_FILES
 _STAMP = ".verified.json"
 Progress = Callable[[str], None]
+# A stamp records the file that was verified: {"size", "mtime_ns", "inode", "ctime_ns", "sha256"}. The change
+# time catches a file written in place with its modification time put back (only the kernel sets it).
+# Stamps of older versions were [size, mtime]; the quick check still accepts them, the full one re-hashes.
+Stamp = dict[str, int | str]
 
 
-def _stamps(models_dir: Path) -> dict[str, list[float]]:
+def _stamps(models_dir: Path) -> dict[str, Any]:
     try:
         data = json.loads((models_dir / _STAMP).read_text())
         return data if isinstance(data, dict) else {}
     except (OSError, ValueError):
         return {}
+
+
+def _save_stamps(models_dir: Path, stamps: dict[str, Any]) -> None:
+    """Write the stamps whole (a reader never sees half a file); a read-only folder only costs a re-hash."""
+    tmp = models_dir / f"{_STAMP}.{os.getpid()}.{threading.get_ident()}.tmp"
+    try:
+        tmp.write_text(json.dumps(stamps, indent=1))
+        tmp.replace(models_dir / _STAMP)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+
+
+def _identity(path: Path) -> Stamp:
+    stat = path.stat()
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "inode": stat.st_ino, "ctime_ns": stat.st_ctime_ns}
+
+
+def _quick_match(stamp: Any, path: Path) -> bool:
+    """Whether the stamp's size and modification time are the file's (what `check` compares)."""
+    stat = path.stat()
+    if isinstance(stamp, dict):
+        return stamp.get("size") == stat.st_size and stamp.get("mtime_ns") == stat.st_mtime_ns
+    return bool(stamp == [stat.st_size, stat.st_mtime])
+
+
+def _exact_match(stamp: Any, path: Path, spec: ModelFile) -> bool:
+    """Whether the stamp says that this very file (size, times, inode) was verified against spec's sha256."""
+    return isinstance(stamp, dict) and stamp == {**_identity(path), "sha256": spec.sha256}
 
 
 def _sha256(path: Path, chunk: int = 1 << 22) -> str:
@@ -92,8 +127,9 @@ def _sha256(path: Path, chunk: int = 1 << 22) -> str:
 def check(models_dir: Path, files: tuple[ModelFile, ...]) -> list[Path]:
     """Paths of the given model files; raise ModelMissingError naming the fix if one is missing or changed.
 
-    A full sha256 is computed by `install`; here the size and the modification time recorded at
-    verification are compared, which catches a truncated, replaced or half-copied file in microseconds.
+    A quick check, for every start: the size and modification time recorded at verification are compared,
+    which catches a truncated, replaced or half-copied file in microseconds. `verify` computes the sha256
+    (in the background at start) and catches a file garbled in place.
     """
     stamps = _stamps(models_dir)
     paths = []
@@ -101,11 +137,65 @@ def check(models_dir: Path, files: tuple[ModelFile, ...]) -> list[Path]:
         path = models_dir / spec.path
         if not path.is_file():
             raise ModelMissingError(f"Model file {path} is missing: {FIX_HINT}.")
-        stat = path.stat()
-        if stat.st_size != spec.size or stamps.get(spec.path) != [stat.st_size, stat.st_mtime]:
+        if path.stat().st_size != spec.size or not _quick_match(stamps.get(spec.path), path):
             raise ModelMissingError(f"Model file {path} is corrupt or unverified: {FIX_HINT}.")
         paths.append(path)
     return paths
+
+
+def verify(models_dir: Path, files: tuple[ModelFile, ...]) -> None:
+    """The full check: each file's sha256 against its pin; raise ModelMissingError naming the file and the fix.
+
+    Instant when a stamp shows that this very file (size, modification and change time, inode) was verified
+    before; otherwise the file is hashed (about 1 s per GB) and the stamp renewed. A damaged file loses its
+    stamp, so the quick check of the next start refuses it too.
+    """
+    for spec in files:
+        path = models_dir / spec.path
+        if not path.is_file():
+            raise ModelMissingError(f"Model file {path} is missing: {FIX_HINT}.")
+        if _exact_match(_stamps(models_dir).get(spec.path), path, spec):
+            continue
+        before = _identity(path)
+        good = _sha256(path) == spec.sha256
+        stamps = _stamps(models_dir)  # re-read: another process may have stamped other files meanwhile
+        if not good:
+            stamps.pop(spec.path, None)
+            _save_stamps(models_dir, stamps)
+            raise ModelMissingError(f"Model file {path} is damaged (its sha256 does not match the pinned one): "
+                                    f"{FIX_HINT}.")
+        if _identity(path) == before:  # not changed while it was read
+            stamps[spec.path] = {**before, "sha256": spec.sha256}
+            _save_stamps(models_dir, stamps)
+
+
+class Verification:
+    """`verify` run once on a daemon thread, so that a start never waits for it; ask for the outcome when it matters."""
+
+    def __init__(self, models_dir: Path, files: tuple[ModelFile, ...]) -> None:
+        self._problem: str | None = None
+        self._thread = threading.Thread(target=self._run, args=(models_dir, files), name="coach-verify-model",
+                                        daemon=True)
+        self._thread.start()
+
+    def _run(self, models_dir: Path, files: tuple[ModelFile, ...]) -> None:
+        try:
+            verify(models_dir, files)
+        except ModelMissingError as exc:
+            self._problem = str(exc)
+        except OSError as exc:
+            self._problem = f"A model file could not be read ({type(exc).__name__}: {exc}): {FIX_HINT}."
+
+    @property
+    def done(self) -> bool:
+        """Whether the verification has finished."""
+        return not self._thread.is_alive()
+
+    def problem(self, wait: bool = True) -> str | None:
+        """What is wrong with the files (None when they are good, or not yet known when wait is False)."""
+        if wait:
+            self._thread.join()
+        return self._problem if self.done else None
 
 
 def _download(parts: list[Part], dest: Path, say: Progress) -> None:
@@ -151,10 +241,10 @@ def install(models_dir: Path, files: tuple[ModelFile, ...] = ALL_FILES, say: Pro
     todo = []
     for spec in files:
         path = models_dir / spec.path
+        # Hashed unless the stamp shows this very file verified: a file garbled in place is found and replaced.
         if path.is_file() and path.stat().st_size == spec.size:
-            stat = path.stat()
-            if stamps.get(spec.path) == [stat.st_size, stat.st_mtime] or _sha256(path) == spec.sha256:
-                stamps[spec.path] = [stat.st_size, stat.st_mtime]
+            if _exact_match(stamps.get(spec.path), path, spec) or _sha256(path) == spec.sha256:
+                stamps[spec.path] = {**_identity(path), "sha256": spec.sha256}
                 say(f"ok       {spec.path}")
                 continue
         todo.append(spec)
@@ -166,8 +256,7 @@ def install(models_dir: Path, files: tuple[ModelFile, ...] = ALL_FILES, say: Pro
             say(f"assemble {spec.path} ({spec.size / 1e6:,.1f} MB)")
             target = models_dir / spec.path
             _assemble(spec, downloads, target, say)
-            stat = target.stat()
-            stamps[spec.path] = [stat.st_size, stat.st_mtime]
+            stamps[spec.path] = {**_identity(target), "sha256": spec.sha256}
             say(f"verified {spec.path} sha256 {spec.sha256[:12]}…")
         shutil.rmtree(downloads, ignore_errors=True)
     (models_dir / _STAMP).write_text(json.dumps(stamps, indent=1))

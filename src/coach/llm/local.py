@@ -16,6 +16,7 @@ import threading
 import time
 import zipfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ import numpy as np
 from coach.config import Settings
 from coach.errors import BackendUnavailableError, ModelMissingError
 from coach.llm.base import Request
-from coach.models import CHAT_FILES, check
+from coach.models import CHAT_FILES, ModelFile, Verification, check
 from coach.text import estimate_tokens
 
 _STOP = ["<|im_end|>", "<|endoftext|>", "<|im_start|>"]
@@ -36,6 +37,82 @@ def _chatml(role: str, content: str) -> str:
     return f"<|im_start|>{role}\n{content}<|im_end|>\n"
 
 
+@dataclass(frozen=True, eq=False)
+class SavedPrefix:
+    """A prompt prefix's llama.cpp state as kept on disk (without logits: the next prompt recomputes them)."""
+
+    n_tokens: int
+    input_ids: np.ndarray
+    llama_state: bytes
+    seed: int
+
+    def digest(self) -> str:
+        """sha256 of everything restored from the file."""
+        sha = hashlib.sha256(np.int64(self.n_tokens).tobytes())
+        sha.update(np.asarray(self.input_ids, dtype=np.intc).tobytes())
+        sha.update(self.llama_state)
+        sha.update(np.int64(self.seed).tobytes())
+        return sha.hexdigest()
+
+
+class PrefixCache:
+    """Saved prefix states, one file per key, each with a sha256 of its contents that is checked before use.
+
+    llama.cpp restores whatever bytes it is given: a file garbled in place either fails to load ("Failed to
+    set llama state data") or, worse, loads and makes the model write nonsense. A file that does not match
+    its digest is removed, so it is rebuilt once and never tried again.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def path(self, key: str) -> Path:
+        """The file of this key."""
+        return self.folder / f"prefix-{key}.npz"
+
+    def read(self, key: str) -> tuple[SavedPrefix | None, str | None]:
+        """(the saved state, None), or (None, why it was discarded), or (None, None) when there is none."""
+        path = self.path(key)
+        if not path.is_file():
+            return None, None
+        try:
+            with np.load(path) as data:
+                saved = SavedPrefix(int(data["n_tokens"]), np.array(data["input_ids"], dtype=np.intc),
+                                    data["llama_state"].tobytes(), int(data["seed"]))
+                digest = str(data["sha256"]) if "sha256" in data.files else None
+        except (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile):  # torn, truncated or foreign
+            return None, self.discard(key, "the saved one was unreadable")
+        if digest is None:
+            return None, self.discard(key, "the saved one carries no checksum")
+        if digest != saved.digest():
+            return None, self.discard(key, "the saved one was damaged")
+        return saved, None
+
+    def discard(self, key: str, why: str) -> str:
+        """Remove the key's file (it is not to be tried again); returns why."""
+        self.path(key).unlink(missing_ok=True)
+        return why
+
+    def write(self, key: str, saved: SavedPrefix) -> None:
+        """Save a state with its digest; keep the newest few files. A read-only folder only costs time."""
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            target = self.path(key)
+            # A name of its own per process: two processes preparing at once must not tear each other's file.
+            tmp = self.folder / f".prefix-{key}.{os.getpid()}.tmp.npz"
+            np.savez(tmp, n_tokens=saved.n_tokens, input_ids=saved.input_ids,
+                     llama_state=np.frombuffer(saved.llama_state, dtype=np.uint8), seed=saved.seed,
+                     sha256=np.array(saved.digest()))
+            tmp.replace(target)
+            # Keep the newest few (another instance may run other prompts); older ones are stale.
+            others = sorted((p for p in self.folder.glob("prefix-*.npz") if p != target),
+                            key=lambda p: p.stat().st_mtime, reverse=True)
+            for old in others[2:]:
+                old.unlink(missing_ok=True)
+        except OSError:
+            pass  # a read-only data folder only costs the next start-up the prefix evaluation
+
+
 class LocalLlamaBackend:
     """Qwen2.5-Coder-1.5B-Instruct (ChatML) on llama.cpp, with a persisted KV cache of the system prompt."""
 
@@ -44,11 +121,15 @@ class LocalLlamaBackend:
     generative = True
 
     def __init__(self, model_path: Path, models_dir: Path, cache_dir: Path, n_ctx: int = 8192,
-                 n_threads: int = 2, n_batch: int = 512) -> None:
+                 n_threads: int = 2, n_batch: int = 512, files: tuple[ModelFile, ...] = CHAT_FILES) -> None:
         self.model_path = model_path
         self.model = model_path.stem
         self._models_dir = models_dir
-        self._cache_dir = cache_dir
+        self._specs = tuple(f for f in files if models_dir / f.path == model_path)  # pinned: verified by sha256
+        self._verification: Verification | None = None
+        self._damaged: str | None = None
+        self._cache = PrefixCache(cache_dir)
+        self.notice: str | None = None  # what a person should know while the backend gets ready (status line)
         self._n_ctx = n_ctx
         self._n_threads = n_threads
         self._n_batch = n_batch
@@ -57,6 +138,7 @@ class LocalLlamaBackend:
         self._prefix_key: str | None = None
         self._prefix_tokens: list[int] = []
         self._prefix_state: Any = None
+        self._discarded: str | None = None  # why the saved prefix state was thrown away, until it is rebuilt
         self.stats: dict[str, float] = {}
 
     @classmethod
@@ -68,15 +150,19 @@ class LocalLlamaBackend:
 
     # -- loading --------------------------------------------------------------------------------
     def _load(self) -> Any:
+        if self._damaged:
+            raise BackendUnavailableError(self._damaged)
         if self._llm is not None:
             return self._llm
         try:
-            if self.model_path.name in {f.path for f in CHAT_FILES}:
-                check(self._models_dir, CHAT_FILES)
+            if self._specs:
+                check(self._models_dir, self._specs)
             elif not self.model_path.is_file():
                 raise ModelMissingError(f"Model file {self.model_path} is missing")
         except ModelMissingError as exc:
             raise BackendUnavailableError(str(exc)) from None
+        if self._specs and self._verification is None:  # the full sha256, beside the loading
+            self._verification = Verification(self._models_dir, self._specs)
         try:
             from llama_cpp import Llama
         except ImportError:
@@ -88,9 +174,17 @@ class LocalLlamaBackend:
             self._llm = Llama(model_path=str(self.model_path), n_ctx=self._n_ctx, n_threads=self._n_threads,
                               n_threads_batch=self._n_threads, n_batch=self._n_batch, verbose=False)
         except Exception as exc:
+            self._trust()  # a file that does not load may be a damaged one: say so rather than "could not load"
             raise BackendUnavailableError(f"the local model could not be loaded ({type(exc).__name__})") from None
         self.stats["load_s"] = time.perf_counter() - start
         return self._llm
+
+    def _trust(self) -> None:
+        """Wait for the model file's verification; raise, and answer no more with it, if it is damaged."""
+        problem = self._verification.problem() if self._verification is not None else None
+        if problem:
+            self._damaged, self._llm = problem, None
+            raise BackendUnavailableError(problem)
 
     def _tokens(self, text: str) -> list[int]:
         return list(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
@@ -111,13 +205,20 @@ class LocalLlamaBackend:
 
     # -- the cached prefix ------------------------------------------------------------------------
     def _key(self, system: str) -> str:
-        size = self.model_path.stat().st_size if self.model_path.exists() else 0
-        material = f"{self.model_path.name}|{size}|{self._n_ctx}|{self._n_batch}|{_USER_HEAD}|{system}"
+        stat = self.model_path.stat() if self.model_path.exists() else None
+        identity = f"{stat.st_size}|{stat.st_mtime_ns}" if stat else "0"  # a replaced model never meets old states
+        material = f"{self.model_path.name}|{identity}|{self._n_ctx}|{self._n_batch}|{_USER_HEAD}|{system}"
         return hashlib.sha256(material.encode("utf-8")).hexdigest()[:20]
 
     def prepare(self, system: str) -> None:
-        """Make the KV cache hold the system prompt: from RAM, from disk, or by evaluating it once."""
+        """Make the KV cache hold the system prompt: from RAM, from disk, or by evaluating it once.
+
+        Run at start-up in the background: it also waits for the model file's sha256 check, so a damaged
+        file is reported before anyone asks.
+        """
         with self._lock:
+            self._load()
+            self._trust()
             self._ensure_prefix(system)
 
     def _ensure_prefix(self, system: str) -> None:
@@ -126,64 +227,54 @@ class LocalLlamaBackend:
         if key != self._prefix_key:
             self._prefix_key, self._prefix_state = key, None
             self._prefix_tokens = self._tokens(_chatml("system", system)) + self._tokens(_USER_HEAD)
-            self._prefix_state = self._read_state(key)
+            self._prefix_state, self._discarded = self._read_state(key)
         n = len(self._prefix_tokens)
         if llm.n_tokens >= n and list(llm.input_ids[:n]) == self._prefix_tokens:
             return  # still in the KV cache
         if self._prefix_state is not None:
             start = time.perf_counter()
-            llm.load_state(self._prefix_state)
-            self.stats["prefix_restore_s"] = time.perf_counter() - start
-            return
+            try:
+                llm.load_state(self._prefix_state)
+                self.stats["prefix_restore_s"] = time.perf_counter() - start
+                return
+            except Exception:  # "Failed to set llama state data": a state llama.cpp refuses; never tried again
+                self._prefix_state = None
+                self._discarded = self._cache.discard(key, "the saved one could not be restored")
+        self._trust()  # never spend minutes on a damaged model file, nor keep a state it computed
+        if self._discarded:
+            self.notice = f"rebuilding the prompt cache ({self._discarded}); the first answer waits for it"
         start = time.perf_counter()
-        llm.reset()
-        llm.eval(self._prefix_tokens)
-        self.stats["prefix_eval_s"] = time.perf_counter() - start
-        self.stats["prefix_tokens"] = n
-        self._prefix_state = llm.save_state()
-        self._write_state(key, self._prefix_state)
+        try:
+            llm.reset()  # also after a failed restore, which leaves the restored token ids behind
+            llm.eval(self._prefix_tokens)
+            self.stats["prefix_eval_s"] = time.perf_counter() - start
+            self.stats["prefix_tokens"] = n
+            self._prefix_state = llm.save_state()
+            self._write_state(key, self._prefix_state)
+            self._discarded = None
+        finally:
+            self.notice = None
 
-    def _state_file(self, key: str) -> Path:
-        return self._cache_dir / f"prefix-{key}.npz"
-
-    def _read_state(self, key: str) -> Any:
-        path = self._state_file(key)
-        if not path.is_file():
-            return None
+    def _read_state(self, key: str) -> tuple[Any, str | None]:
+        """(the saved state ready for llama.cpp, None), or (None, why the saved one was discarded, if it was)."""
+        saved, why = self._cache.read(key)
+        if saved is None:
+            return None, why
         from llama_cpp import LlamaState
 
-        try:
-            with np.load(path) as data:
-                n_tokens = int(data["n_tokens"])
-                blob = data["llama_state"].tobytes()
-                seed = int(data["seed"])
-                input_ids = np.zeros((self._n_ctx,), dtype=np.intc)
-                input_ids[:n_tokens] = data["input_ids"]
-            rows = min(n_tokens, self._llm.scores.shape[0])
-            scores = np.zeros((rows, self._llm.n_vocab()), dtype=np.single)
-            return LlamaState(input_ids=input_ids, scores=scores, n_tokens=n_tokens, llama_state=blob,
-                              llama_state_size=len(blob), seed=seed)
-        except (KeyError, ValueError, OSError, zipfile.BadZipFile):  # a torn or foreign file: evaluate again
-            path.unlink(missing_ok=True)
-            return None
+        if saved.n_tokens > self._n_ctx or len(saved.input_ids) != saved.n_tokens:
+            return None, self._cache.discard(key, "the saved one does not fit this model")
+        input_ids = np.zeros((self._n_ctx,), dtype=np.intc)
+        input_ids[: saved.n_tokens] = saved.input_ids
+        rows = min(saved.n_tokens, self._llm.scores.shape[0])
+        scores = np.zeros((rows, self._llm.n_vocab()), dtype=np.single)
+        return LlamaState(input_ids=input_ids, scores=scores, n_tokens=saved.n_tokens, llama_state=saved.llama_state,
+                          llama_state_size=len(saved.llama_state), seed=saved.seed), None
 
     def _write_state(self, key: str, state: Any) -> None:
         """Persist the prefix state (logits are not saved: the next prompt's suffix recomputes them)."""
-        try:
-            self._cache_dir.mkdir(parents=True, exist_ok=True)
-            target = self._state_file(key)
-            # A name of its own per process: two processes preparing at once must not tear each other's file.
-            tmp = self._cache_dir / f".prefix-{key}.{os.getpid()}.tmp.npz"
-            np.savez(tmp, n_tokens=state.n_tokens, input_ids=state.input_ids[: state.n_tokens],
-                     llama_state=np.frombuffer(state.llama_state, dtype=np.uint8), seed=state.seed)
-            tmp.replace(target)
-            # Keep the newest few (another instance may run other prompts); older ones are stale.
-            others = sorted((p for p in self._cache_dir.glob("prefix-*.npz") if p != target),
-                            key=lambda p: p.stat().st_mtime, reverse=True)
-            for old in others[2:]:
-                old.unlink(missing_ok=True)
-        except OSError:
-            pass  # a read-only data folder only costs the next start-up the prefix evaluation
+        self._cache.write(key, SavedPrefix(state.n_tokens, np.asarray(state.input_ids[: state.n_tokens], dtype=np.intc),
+                                           bytes(state.llama_state), state.seed))
 
     # -- generation -----------------------------------------------------------------------------------
     def stream(self, request: Request) -> Iterator[str]:
@@ -207,6 +298,9 @@ class LocalLlamaBackend:
                 raise BackendUnavailableError(
                     f"the prompt ({len(tokens)} tokens) does not fit the context window ({self._n_ctx})")
             self.stats["prompt_tokens"] = len(tokens)
+            # Nothing is written with a model file not known to be good. The check runs beside loading and is
+            # long done by now, except on the first answer after the file changed, which waits for the rest.
+            self._trust()
             options: dict[str, Any] = {}
             if request.json_schema is not None:
                 options["grammar"] = _grammar(request.json_schema)

@@ -83,6 +83,8 @@ def status_line(coach: Coach, took_ms: float | None = None, fallback: str | None
             parts.append(f"**note:** the extractive fallback answered ({html.escape(fallback)})")
     elif coach.warm_error:
         parts.append(f"**note:** the model is not ready ({html.escape(coach.warm_error)})")
+    elif notice := getattr(coach.backend, "notice", None):  # e.g. the local model rebuilding its prompt cache
+        parts.append(f"**note:** {html.escape(str(notice))}")
     return " · ".join(parts)
 
 
