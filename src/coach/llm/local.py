@@ -160,7 +160,7 @@ class LocalLlamaBackend:
             elif not self.model_path.is_file():
                 raise ModelMissingError(f"Model file {self.model_path} is missing")
         except ModelMissingError as exc:
-            raise BackendUnavailableError(str(exc)) from None
+            raise BackendUnavailableError(str(exc).rstrip(".")) from None  # a reason, inside a sentence
         if self._specs and self._verification is None:  # the full sha256, beside the loading
             self._verification = Verification(self._models_dir, self._specs)
         try:
@@ -183,8 +183,8 @@ class LocalLlamaBackend:
         """Wait for the model file's verification; raise, and answer no more with it, if it is damaged."""
         problem = self._verification.problem() if self._verification is not None else None
         if problem:
-            self._damaged, self._llm = problem, None
-            raise BackendUnavailableError(problem)
+            self._damaged, self._llm = problem.rstrip("."), None
+            raise BackendUnavailableError(self._damaged)
 
     def _tokens(self, text: str) -> list[int]:
         return list(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
