@@ -7,6 +7,7 @@ The openai backend talks to tests/fake_openai_server.py or to a port nobody list
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -206,6 +207,23 @@ def test_models_install_verifies_files_already_there(coach_cli: Run, tmp_path: P
     assert "fetching" not in result.stderr
     check = coach_cli("models", "check", "--embeddings-only", env=env)
     assert check.returncode == 0, check.stderr
+
+
+def test_models_check_finds_a_file_garbled_in_place(coach_cli: Run, tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    shutil.copytree(REPO / "models" / "minilm", models / "minilm")
+    env = folders(tmp_path, models_dir=models)
+    assert coach_cli("models", "install", "--embeddings-only", env=env).returncode == 0  # verified and stamped
+    vocab = models / "minilm" / "vocab.txt"
+    before = vocab.stat()
+    data = bytearray(vocab.read_bytes())
+    data[100:164] = b"#" * 64  # same size; the modification time is put back below
+    vocab.write_bytes(bytes(data))
+    os.utime(vocab, ns=(before.st_atime_ns, before.st_mtime_ns))
+    result = coach_cli("models", "check", "--embeddings-only", env=env)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    (line,) = _error_lines(result)
+    assert "vocab.txt" in line and "coach models install" in line
 
 
 # -- ask --------------------------------------------------------------------------------------

@@ -52,6 +52,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         _say(f"models ready in {settings.models_dir} ({written} file(s) written)")
     else:
         models.check(Path(settings.models_dir), wanted)
+        models.verify(Path(settings.models_dir), wanted)  # the sha256 too: a file garbled in place is caught
         _say(f"all {len(wanted)} model files present and verified in {settings.models_dir}")
     return 0
 
