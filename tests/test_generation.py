@@ -156,24 +156,3 @@ def test_generation_time_grows_while_the_answer_streams() -> None:
     frozen = response.generation_s
     time.sleep(0.01)
     assert response.generation_s == frozen, "stops counting once closed"
-
-
-@pytest.mark.parametrize("chat", [FakeChat, CharChat])
-def test_an_answer_that_has_said_what_it_must_stops_at_that_sentences_end(chat: type) -> None:
-    reply = "Mid-level pays $180,000 - $220,000 [1]. Entry level pays less [1]. Senior level pays more [1]."
-    said: list[str] = []
-
-    def enough(text: str) -> bool:
-        said.append(text)
-        return "220,000" in text
-
-    response = Response(chat([reply]), Request([{"role": "user", "content": "q"}], 200, 0.0), 500, enough)
-    assert "".join(response.pieces_stream()) == response.text == "Mid-level pays $180,000 - $220,000 [1]."
-    assert response.stopped_early and said and all(s.rstrip().endswith(".") for s in said), "asked at sentence ends"
-
-
-def test_an_answer_that_never_says_enough_runs_to_the_soft_limit() -> None:
-    reply = "One thing [1]. Two things [1]. Three things [1]."
-    response = Response(CharChat([reply]), Request([{"role": "user", "content": "q"}], 200, 0.0), 20,
-                        lambda text: False)
-    assert "".join(response.pieces_stream()) == "One thing [1]. Two things [1]."

@@ -17,7 +17,7 @@ from coach.coach import Coach
 from coach.extractive import KeyPoint, units
 from coach.llm.fake import FakeChat
 from coach.retrieval import Library, Passage
-from coach.shape import Shape, Structure, Unit, covers, decide, missing, parts, related, terms
+from coach.shape import Shape, Structure, Unit, covers, decide, missing, parts, qualified, related, terms
 from coach.text import cited_numbers
 
 BENEFITS = Passage("ben", "- Health, dental, and vision insurance\n- 401(k) matching\n- Professional development "
@@ -182,9 +182,26 @@ def test_real_lists_are_found_whole(make_real_coach: Callable[..., Coach],
     assert all(answer.sources[cited_numbers(line)[0] - 1].label.endswith(heading) for line in items)
 
 
-def test_an_answer_that_names_what_was_asked_ends_once_it_has_said_it(make_coach: Callable[..., Coach]) -> None:
-    fake = FakeChat(["A VP of AI/ML makes $400,000 - $600,000+ [1]. A Chief AI Officer makes more [1]. "
-                     "And there is much more to say about it."])
-    _, answer = ask(make_coach(fake), "What does a VP of AI/ML make?")
-    assert answer.shape == "items"
-    assert answer.text.startswith("A VP of AI/ML makes $400,000 - $600,000+ [") and "Chief" not in answer.text
+# -- questions about what the knowledge base never mentions -------------------------------------
+def test_a_place_or_company_the_knowledge_base_never_mentions_is_named() -> None:
+    structure = Structure(LIBRARY)
+    assert structure.unknown_names("What does a Director earn in Germany?") == ["Germany"]
+    assert structure.unknown_names("What do managers at Acme or in Tokyo earn?") == ["Acme", "Tokyo"]
+    assert structure.unknown_names("Which benefits come with the Salary?") == [], "a word the knowledge base has"
+    assert structure.unknown_names("I'm Bob. What is the salary?") == [], "only what the question asks about"
+
+
+def test_an_answer_about_an_unknown_place_says_so_and_drops_what_it_attributed_to_it() -> None:
+    answer = ("Salaries in Germany vary by location [1]. The bands are listed below [1].\n"
+              "- Entry Level: $150,000 - $180,000 [1]")
+    text = qualified(answer, ["Germany"], BASE)
+    assert text.startswith(f"The knowledge base does not cover Germany; what it says comes from {SALARY}.")
+    assert "Salaries in Germany" not in text
+    assert "The bands are listed below [1].\n- Entry Level: $150,000 - $180,000 [1]" in text
+
+
+def test_the_coach_qualifies_an_answer_about_an_unknown_place(make_coach: Callable[..., Coach]) -> None:
+    fake = FakeChat(["In Germany, an entry-level manager earns $150,000 - $180,000 [1]."])
+    _, answer = ask(make_coach(fake), "What is the entry-level base salary in Germany?")
+    assert answer.text.startswith("The knowledge base does not cover Germany; what it says comes from Salary Ranges")
+    assert "In Germany" not in answer.text and "Entry Level: $150,000 - $180,000" in answer.text

@@ -31,7 +31,6 @@ from coach.planner.resume import resume_text
 from coach.prompting import Prompt, Prompter
 from coach.prompts import Prompts
 from coach.retrieval import HybridRetriever, Library
-from coach.text import strip_citations
 
 SYSTEM_PROMPTS = ("system_knowledge", "system_passages")
 PREPARED_PASSAGES = 2000  # a knowledge base up to this size has its units embedded at start-up
@@ -190,11 +189,8 @@ class Coach:
         answer.shape = form.kind
         max_tokens, temperature = (limits or Limits()).within(self.settings)
         request = Request(prompt.messages, max_tokens, temperature, evidence)
-        # The stop follows the shape: a list's items come from the passage, so the model writes its lead (one
-        # sentence or item); an answer that names what was asked for (items, parts) ends once it has said them.
-        enough = (lambda said: not shape.missing(strip_citations(said), form)) if form.kind in ("items", "parts") \
-            else None
-        response = Response(self.backend, request, 1 if form.lead_only else self.settings.answer_soft_tokens, enough)
+        # A list's items come from the passage: the model writes its lead, one sentence or item.
+        response = Response(self.backend, request, 1 if form.lead_only else self.settings.answer_soft_tokens)
         try:
             yield from self._write(answer, response, checks, start)
         except BackendUnavailableError as exc:
@@ -213,6 +209,9 @@ class Coach:
         answer.out_of_scope = checked.out_of_scope
         text = checked.text
         if not (answer.injection or answer.out_of_scope or answer.fallback):
+            unknown = self.shaper.structure(library).unknown_names(asked)
+            if unknown:  # "... in Germany?": say what is not covered, and where the answer's facts come from
+                text = shape.qualified(text, unknown, checks.sources[0] if checks.sources else None)
             text += completion(text, form, checks.cite)
             answer.sources = checks.sources
         self._account(answer, response, prompt, checks, start)

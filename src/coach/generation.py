@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Generator, Iterator
 
 from coach.llm.base import ChatBackend, Request
 from coach.text import ends_sentence, is_list_item
@@ -31,16 +31,13 @@ class Response:
     """One reply of a backend, as it streams: its text, token counts and timings (as `llm`'s Response).
 
     `pieces_stream()` yields the pieces. After `soft_tokens` pieces the reply ends at the next end of a sentence
-    or list item, and so it does before that as soon as `enough` says the reply holds what it must; closing
-    the stream (or leaving the loop) stops the model.
+    or list item; closing it (or leaving the loop) stops the model.
     """
 
-    def __init__(self, backend: ChatBackend, request: Request, soft_tokens: int | None = None,
-                 enough: Callable[[str], bool] | None = None) -> None:
+    def __init__(self, backend: ChatBackend, request: Request, soft_tokens: int | None = None) -> None:
         self.backend = backend
         self.request = request
         self.soft_tokens = soft_tokens
-        self.enough = enough  # the reply so far -> whether it already says all it must (it may stop there)
         self.pieces: list[str] = []
         self.started = time.perf_counter()
         self.first_token_at: float | None = None
@@ -84,10 +81,6 @@ class Response:
                 cut = None
                 if self.soft_tokens is not None and self.completion_tokens >= self.soft_tokens:
                     cut = unit_end(self.text, piece)
-                elif self.enough is not None:
-                    cut = unit_end(self.text, piece)
-                    if cut is not None and not self.enough(self.text + piece[:cut]):
-                        cut = None
                 if cut is not None and piece[cut:].lstrip().startswith("["):
                     cut = None  # "... well. [1]": the citation belongs to the sentence
                 if cut is not None:

@@ -24,6 +24,7 @@ from typing import Literal
 from coach.extractive import KeyPoint, Similarity, units
 from coach.grounding import figures
 from coach.retrieval import Library, Passage, tokenize
+from coach.text import split_sentences
 
 Kind = Literal["list", "items", "parts", "free"]
 Headings = Callable[[str, list[str]], list[float]]  # (question, heading paths) -> similarity of each
@@ -36,8 +37,11 @@ _PART_BREAK = re.compile(r"\?\s+(?=\S)|;\s+|,?\s+\band\s+(?=(?:what|how|which|wh
                          r"can|should|by)\b)", re.IGNORECASE)
 _PRONOUN = re.compile(r"\b(it|its|they|them|their|that|this|those|these|one)\b", re.IGNORECASE)
 _QUESTION_WORDS = frozenset("much many long big large often far more less".split())
+_NAME = re.compile(r"[^\W\d_][\w'-]*")
+_PLACE = re.compile(r"\b(?:in|at|for|from|within|across|inside|outside|with|like)\s+(?:the\s+)?([A-Z][\w'-]*)")
 _HEAD = re.compile(r"^([^:]{2,60}):\s+\S")  # the term of a "Term: description" bullet
 CLOSE = 3  # a list is asked for by name when its heading is among this many closest to the question
+TIE = 0.01  # units this close in score are equally good answers
 NEAR = 0.08  # a unit this close to the best one is as good an answer
 COVERED = 0.6  # share of a unit's content words an answer must hold to cover it
 GENERIC = 0.3  # a term in more than this share of passages names nothing in particular ("ai", "manager")
@@ -119,6 +123,17 @@ class Structure:
         n = max(1, len(library.passages))
         self.generic = frozenset(t for t, c in df.items() if c / n > GENERIC)
         self._by_unit = {(item.passage.id, item.text): block for block in self.blocks for item in block.items}
+        self.vocabulary = frozenset(w.lower() for p in library.passages for w in _NAME.findall(p.quoted))
+
+    def unknown_names(self, question: str) -> list[str]:
+        """Names the question asks about that the knowledge base never mentions: a capitalised word after "in",
+        "at", "for" and the like ("in Germany", "at Acme"), found in no passage."""
+        found = []
+        for match in _PLACE.finditer(question):
+            word = match.group(1)
+            if len(word) > 2 and word.lower() not in self.vocabulary:
+                found.append(word)
+        return list(dict.fromkeys(found))
 
     def block_of(self, passage: Passage, text: str) -> Block | None:
         """The list a unit is an item of."""
@@ -213,9 +228,10 @@ def decide(question: str, scored: Iterable[KeyPoint], passages: list[Passage], s
         must = _unique(u for u in chosen if u is not None)
         if len(must) > 1:
             return Shape("parts", must)
-    unit = found[points.index(best)]
-    # The unit most like the question, when it shares a word with it: a concrete sentence beats a generic one.
-    return Shape("free", (unit,) if _shares(asked, terms(unit.text)) else ())
+    # The unit most like the question (and any as good), when it shares a word with it: a concrete sentence of
+    # the passage beats a generic one.
+    ties = [u for u, k in zip(found, points, strict=True) if k.score >= best.score - TIE]
+    return Shape("free", _unique(u for u in ties[:3] if _shares(asked, structure.specific(terms(u.text)))))
 
 
 def _unique(found: Iterable[Unit]) -> tuple[Unit, ...]:
@@ -226,16 +242,19 @@ def _unique(found: Iterable[Unit]) -> tuple[Unit, ...]:
 
 
 def _names(unit: Unit, head: list[str], asked: list[str], structure: Structure) -> bool:
-    """Whether a question names an item by its term: a word that sets it apart in its list, and more than half
-    of the term's specific words ("Chief AI Officer" is named by "chief officer", not by "officer")."""
-    if not head:
+    """Whether a question names an item by its term: a word that sets it apart in its list, and more than half of
+    the term's words ("Chief AI Officer" is named by "chief officer", not by "officer"; a hyphenated word counts
+    once, so "human skills" names "Human-Centered Skills")."""
+    groups = [g for g in (structure.specific(terms(word)) for word in re.split(r"[\s/]+", unit.head)) if g]
+    if not head or not groups:
         return False
     hits = _shares(head, asked)
     block = structure.block_of(unit.passage, unit.text)
     others = [w for item in (block.items if block else ()) if item is not unit and item.text != unit.text
               for w in terms(item.head)]
     own = [w for w in hits if not any(related(w, o) for o in others)]
-    return bool(own) and len(hits) * 2 > len(head)
+    named = [g for g in groups if _shares(g, asked)]
+    return bool(own) and len(named) * 2 > len(groups)
 
 
 def _asked_block(question: str, asked: list[str], cue: bool, found: list[Unit], scores: dict[int, float],
@@ -248,14 +267,16 @@ def _asked_block(question: str, asked: list[str], cue: bool, found: list[Unit], 
     labels = list(dict.fromkeys(b.label for b in structure.blocks))
     meaning = dict(zip(labels, headings(question, labels), strict=True)) if headings and labels else {}
     close = set(sorted(meaning, key=lambda label: -meaning[label])[:CLOSE])
-    chosen: tuple[tuple[int, float, float], Block] | None = None
+    chosen: tuple[tuple[int, bool, float, int, float], Block] | None = None
     for block in structure.blocks:
         if len(block.items) < 2:
             continue
         hits = len(_shares(structure.specific(terms(block.heading)), asked))
-        if not hits or not (block.label in close or ((cue or not meaning) and block.label in near)):
+        holds_best = own.get(block.label, -1.0) >= best
+        if not hits or not (block.label in close or holds_best or ((cue or not meaning) and block.label in near)):
             continue
-        rank = (hits, meaning.get(block.label, 0.0), own.get(block.label, -1.0))
+        said = len(_shares(asked, structure.specific(terms(" ".join(u.text for u in block.items)))))
+        rank = (hits, holds_best, meaning.get(block.label, 0.0), said, own.get(block.label, -1.0))
         if chosen is None or rank > chosen[0]:
             chosen = (rank, block)
     return chosen[1] if chosen else None
@@ -315,3 +336,18 @@ class Shaper:
     def decide(self, question: str, scored: Iterable[KeyPoint], passages: list[Passage], library: Library) -> Shape:
         """The shape of the answer to question (see `decide`)."""
         return decide(question, scored, passages, self.structure(library), self.similarity, self.headings)
+
+
+def qualified(answer: str, names: list[str], source: Passage | None) -> str:
+    """An answer to a question about something the knowledge base never mentions: a first sentence says so and
+    where what follows comes from, and the model's sentences that attribute anything to it are left out."""
+    mentions = re.compile("|".join(rf"\b{re.escape(n)}\b" for n in names), re.IGNORECASE)
+    kept = []
+    for line in answer.splitlines():
+        sentences = [s for s in split_sentences(line) if not mentions.search(s)] if mentions.search(line) else [line]
+        if sentences:
+            kept.append(" ".join(sentences))
+    where = f"; what it says comes from {source.section}" if source is not None else ""
+    note = f"The knowledge base does not cover {', '.join(names)}{where}."
+    rest = "\n".join(kept).strip()
+    return f"{note}\n\n{rest}" if rest else note
