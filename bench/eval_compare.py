@@ -28,20 +28,32 @@ DEFAULT_FILES = [*sorted((ROOT.parent / "shared" / "eval").glob("*.jsonl")), ROO
 sys.path.insert(0, str(ROOT / "src"))
 
 
+def _linked_models(folder: Path) -> Path:
+    """The model files as hard links in a folder of their own (no copy of the gigabyte, no shared stamp file)."""
+    for path in (ROOT / "models").rglob("*"):
+        if path.is_file() and not path.name.startswith("."):
+            target = folder / path.relative_to(ROOT / "models")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.link(path, target)
+    return folder
+
+
 def run_eval(label: str, source: Path, files: list[Path], backend: str, work: Path) -> dict[str, dict[str, Any]]:
     """`coach eval` with the code of `source` (a checkout's root); the summaries it wrote."""
     summary = work / f"{label}.json"
+    models = _linked_models(work / f"models-{label}")  # each build keeps its own verification stamps
     env = {**os.environ, "PYTHONPATH": str(source / "src"), "HF_HUB_OFFLINE": "1",
-           "COACH_MODELS_DIR": str(ROOT / "models"), "COACH_KV_CACHE_DIR": str(ROOT / "data" / "kv-cache")}
-    command = [sys.executable, "-m", "coach.cli", "eval", *map(str, files), "--backend", backend,
+           "COACH_MODELS_DIR": str(models), "COACH_KV_CACHE_DIR": str(ROOT / "data" / "kv-cache")}
+    subprocess.run([sys.executable, "-m", "coach.cli", "models", "install"], cwd=source, env=env, check=True,
+                   capture_output=True)
+    command = [sys.executable, "-m", "coach.cli", "eval", *(str(f.resolve()) for f in files), "--backend", backend,
                "--knowledge", str(source / "knowledge"), "--data", str(work / f"data-{label}"),
                "--summary-json", str(summary)]
     print(f"== {label}: {' '.join(command[2:5])} ... ({source})", flush=True)
-    done = subprocess.run(command, cwd=source, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                          text=True, check=False)
+    done = subprocess.run(command, cwd=source, env=env, capture_output=True, text=True, check=False)
     print(done.stdout, flush=True)
     if done.returncode != 0:
-        raise SystemExit(f"{label}: coach eval exited with {done.returncode}")
+        raise SystemExit(f"{label}: coach eval exited with {done.returncode}: {done.stderr.strip()[-400:]}")
     return dict(json.loads(summary.read_text()))
 
 
