@@ -211,7 +211,8 @@ class Coach:
         if not (answer.injection or answer.out_of_scope or answer.fallback):
             unknown = self.shaper.structure(library).unknown_names(asked)
             if unknown:  # "... in Germany?": say what is not covered, and where the answer's facts come from
-                text = shape.qualified(text, unknown, checks.sources[0] if checks.sources else None)
+                best = evidence.best
+                text = shape.qualified(text, unknown, evidence.passages[best.source - 1] if best else None)
             text += completion(text, form, checks.cite)
             answer.sources = checks.sources
         self._account(answer, response, prompt, checks, start)
