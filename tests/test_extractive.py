@@ -117,14 +117,15 @@ def test_units_are_embedded_once_per_process() -> None:
     embedder = Counting()
     similarity = UnitSimilarity(embedder.embed_query, embedder.embed_documents)
     similarity.prepare([ANNUAL, SIGN_ON])
-    assert len(embedder.embedded) == 2
+    assert len(embedder.embedded) == 3, "two units and their shared heading"
     first = key_points("annual bonus", [ANNUAL, SIGN_ON], similarity=similarity)
     key_points("sign-on bonus", [ANNUAL, SIGN_ON], similarity=similarity)
-    assert len(embedder.embedded) == 2, "prepared units are not embedded again"
+    similarity.plain("bonus", [ANNUAL.label])
+    assert len(embedder.embedded) == 3, "prepared units and headings are not embedded again"
     assert first[0].text.startswith("Annual Bonus")
     other = Passage("c", "- Health insurance", SALARY, "Additional Benefits", "06.md", "r", 0.1)
     key_points("insurance", [other], similarity=similarity)
-    assert len(embedder.embedded) == 3, "a passage not prepared is embedded on first use"
+    assert len(embedder.embedded) == 4, "a passage not prepared is embedded on first use"
 
 
 def test_similarity_is_the_cosine_of_question_and_unit() -> None:
