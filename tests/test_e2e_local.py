@@ -92,7 +92,7 @@ def test_the_prepared_prefix_is_restored_from_disk_by_a_new_process(local_coach:
 
     backend = local_coach.backend
     assert isinstance(backend, LocalLlamaBackend)
-    fresh = LocalLlamaBackend(backend.model_path, backend._models_dir, backend._cache_dir)
+    fresh = LocalLlamaBackend(backend.model_path, backend._models_dir, backend._cache.folder)
     system = local_coach.system_prompt()
     fresh.prepare(system)
     assert "prefix_restore_s" in fresh.stats and "prefix_eval_s" not in fresh.stats, fresh.stats
@@ -124,3 +124,27 @@ def test_a_personal_question_gets_the_computed_verdict_and_its_follow_up_is_not_
     assert a2.route == "plan" and not a2.out_of_scope
     assert "3 more years" in a2.text and "Top priorities" in a2.text
     print(f"\nplanning answers on the local coach: first text after {a1.ttft_ms:.0f} ms and {a2.ttft_ms:.0f} ms")
+
+
+def test_a_list_answer_has_every_item_and_no_copied_layout(local_coach: Coach) -> None:
+    answer = local_coach.answer("Which benefits come on top of the salary?")
+    model_stayed_grounded(answer)
+    assert answer.shape == "list"
+    for item in ["Health, dental, and vision insurance", "401(k) matching", "Professional development budgets",
+                 "Flexible work arrangements", "Extended parental leave"]:
+        assert item.lower() in answer.text.lower(), (item, answer.text)
+    assert " > " not in answer.text, "no heading path copied from the prompt"
+    assert cites_section(answer, SALARY)
+
+
+def test_a_misspelt_question_is_answered_from_the_salary_bands(local_coach: Coach) -> None:
+    answer = local_coach.answer("ai mngr salry rnge for senior lvl??")
+    assert "salary" in answer.standalone and "level" in answer.standalone
+    assert answer.sources[0].section == SALARY or cites_section(answer, SALARY)
+    assert "220,000" in answer.text and "280,000" in answer.text, answer.text
+
+
+def test_a_question_about_another_country_says_the_figures_are_the_us_markets(local_coach: Coach) -> None:
+    answer = local_coach.answer("What does a senior engineering manager earn in Germany?")
+    assert answer.text.startswith("The knowledge base does not cover Germany"), answer.text
+    assert "US Market" in answer.text.split("\n")[0] and "€" not in answer.text
