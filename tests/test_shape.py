@@ -205,3 +205,15 @@ def test_the_coach_qualifies_an_answer_about_an_unknown_place(make_coach: Callab
     _, answer = ask(make_coach(fake), "What is the entry-level base salary in Germany?")
     assert answer.text.startswith("The knowledge base does not cover Germany; what it says comes from Salary Ranges")
     assert "In Germany" not in answer.text and "Entry Level: $150,000 - $180,000" in answer.text
+
+
+def test_a_sentence_of_a_paragraph_is_appended_as_a_sentence_and_a_bullet_as_a_bullet() -> None:
+    from coach.checks import completion
+
+    shape = shape_of("What does addressing them bring?", [CHALLENGES_2], "By addressing")
+    (unit,) = shape.must
+    assert unit.text == "By addressing these challenges, managers succeed." and not unit.bullet
+    assert completion("Managers plan ahead [1].", shape, lambda p: 1) == (
+        "\n\nBy addressing these challenges, managers succeed. [1]")
+    items = shape_of("What are the four common challenges?", [CHALLENGES_2], "Quality")
+    assert completion("Here they are.", items, lambda p: 2).splitlines()[2] == "- Skill Gaps: a steep curve [2]"

@@ -200,7 +200,7 @@ def decide(question: str, scored: Iterable[KeyPoint], passages: list[Passage], s
         return Shape("free")
     asked = structure.specific(terms(question))
     best = max(points, key=lambda k: k.score)
-    found = [Unit(k.text, passages[k.source - 1]) for k in points]
+    found = [_unit(k.text, passages[k.source - 1]) for k in points]
 
     heads = {id(u): structure.specific(terms(u.head)) for u in found}
     scores = {id(u): k.score for u, k in zip(found, points, strict=True)}
@@ -232,6 +232,13 @@ def decide(question: str, scored: Iterable[KeyPoint], passages: list[Passage], s
     # the passage beats a generic one.
     ties = [u for u, k in zip(found, points, strict=True) if k.score >= best.score - TIE]
     return Shape("free", _unique(u for u in ties[:3] if _shares(asked, structure.specific(terms(u.text)))))
+
+
+def _unit(text: str, passage: Passage) -> Unit:
+    """A unit of a passage, a bullet or a sentence of a paragraph as it is there."""
+    bullet = any(line.strip()[2:].strip() == text for line in passage.text.splitlines()
+                 if line.strip().startswith(("- ", "* ")))
+    return Unit(text, passage, bullet)
 
 
 def _unique(found: Iterable[Unit]) -> tuple[Unit, ...]:
@@ -299,7 +306,7 @@ def _best_unit(query: str, passages: list[Passage], similarity: Similarity) -> U
             continue
         for text, score in zip(texts, similarity(query, passage, texts), strict=True):
             if best is None or score > best[0]:
-                best = (score, Unit(text, passage))
+                best = (score, _unit(text, passage))
     return best[1] if best else None
 
 
