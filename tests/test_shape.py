@@ -202,8 +202,9 @@ def test_an_answer_about_an_unknown_place_says_so_and_drops_what_it_attributed_t
 
 def test_the_coach_qualifies_an_answer_about_an_unknown_place(make_coach: Callable[..., Coach]) -> None:
     fake = FakeChat(["In Germany, an entry-level manager earns $150,000 - $180,000 [1]."])
-    _, answer = ask(make_coach(fake), "What is the entry-level base salary in Germany?")
+    events, answer = ask(make_coach(fake), "What is the entry-level base salary in Germany?")
     assert answer.text.startswith("The knowledge base does not cover Germany; what it says comes from Salary Ranges")
+    assert shown(events) == answer.text, "the page ends on the qualified answer"
     assert "In Germany" not in answer.text and "Entry Level: $150,000 - $180,000" in answer.text
 
 

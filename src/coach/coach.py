@@ -216,7 +216,7 @@ class Coach:
             text += completion(text, form, checks.cite)
             answer.sources = checks.sources
         self._account(answer, response, prompt, checks, start)
-        if checked.text != checks.shown.strip():
+        if checked.text != checks.shown.strip() or not text.startswith(checked.text):
             yield Event("replace", text=text, sources=list(answer.sources))
         elif text != checked.text:
             yield Event("token", text=text[len(checked.text):], sources=list(answer.sources))
