@@ -136,8 +136,8 @@ def test_an_unchanged_model_file_is_not_hashed_again(tiny_models: tuple[Path, Mo
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     folder, spec = tiny_models
     hashed: list[Path] = []
-    real = models._sha256
-    monkeypatch.setattr(models, "_sha256", lambda path: hashed.append(path) or real(path))
+    real = models.sha256_of
+    monkeypatch.setattr(models, "sha256_of", lambda path: hashed.append(path) or real(path))
     models.verify(folder, (spec,))
     assert hashed == [], "the stamp shows this very file was verified: a start must not read it again"
     shutil.copy2(folder / spec.path, folder / "copy")  # same bytes and times, but another file (inode)

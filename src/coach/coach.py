@@ -166,8 +166,9 @@ class Coach:
         earlier = conversation.history(history, self.replay)
         recent = conversation.trim(earlier.plain, self.settings.history_tokens, self.backend.count_tokens)
         # Misspelt words the knowledge base and the word list both do not know are corrected ("salry" -> salary).
-        answer.standalone = self.retriever.correct(conversation.standalone(question, recent, self.backend,
-                                                                           self.prompts))
+        asked = self.retriever.correct(question)
+        standalone = conversation.standalone(question, recent, self.backend, self.prompts)
+        answer.standalone = asked if standalone == question else self.retriever.correct(standalone)
         passages = self.retriever.search(answer.standalone, k=top_k or self.settings.top_k)
         if not self.retriever.covered(passages):
             answer.out_of_scope, answer.route = True, "not_covered"
@@ -179,7 +180,6 @@ class Coach:
         yield Event("sources", text=evidence.key_facts, sources=list(answer.sources))
 
         library = self.retriever.library()
-        asked = self.retriever.correct(question)
         prompt = self.prompter.build(asked, evidence, earlier, self.backend, library)
         checks = StreamChecks(prompt, evidence.passages, self.prompter.knowledge(library).topics, self.secret)
         # The shape follows the words the person wrote: a follow-up names what it asks about now.

@@ -151,10 +151,4 @@ class UnitSimilarity:
             return [float(self._vectors[t] @ query) for t in texts]
 
     def __call__(self, question: str, passage: Passage, texts: list[str]) -> list[float]:
-        keyed = [f"{passage.label}\n{u}" for u in texts]
-        self._embed([t for t in dict.fromkeys(keyed) if t not in self._vectors])
-        with self._lock:
-            if self._question is None or self._question[0] != question:
-                self._question = (question, np.asarray(self._embed_query(question), dtype=np.float32))
-            query = self._question[1]
-            return [float(self._vectors[t] @ query) for t in keyed]
+        return self.plain(question, [f"{passage.label}\n{u}" for u in texts])

@@ -10,7 +10,6 @@ last successful sync. A server's files are its own business and are not checked.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sqlite3
@@ -19,6 +18,8 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from coach.models import sha256_of
 
 FINGERPRINTS = "coach-fingerprints.json"
 _FILES = ("header.bin", "data_level0.bin", "length.bin", "link_lists.bin")
@@ -61,11 +62,7 @@ def fingerprint(folder: Path) -> dict[str, list[Any]]:
     out: dict[str, list[Any]] = {}
     for path in sorted(folder.iterdir()):
         if path.is_file():
-            sha = hashlib.sha256()
-            with path.open("rb") as fh:
-                while block := fh.read(1 << 22):
-                    sha.update(block)
-            out[path.name] = [path.stat().st_size, sha.hexdigest()]
+            out[path.name] = [path.stat().st_size, sha256_of(path)]
     return out
 
 

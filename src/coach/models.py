@@ -116,7 +116,8 @@ def _exact_match(stamp: Any, path: Path, spec: ModelFile) -> bool:
     return isinstance(stamp, dict) and stamp == {**_identity(path), "sha256": spec.sha256}
 
 
-def _sha256(path: Path, chunk: int = 1 << 22) -> str:
+def sha256_of(path: Path, chunk: int = 1 << 22) -> str:
+    """The file's sha256, read in 4 MB blocks (model files here, an index's segment files in index_check)."""
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         while block := fh.read(chunk):
@@ -157,7 +158,7 @@ def verify(models_dir: Path, files: tuple[ModelFile, ...]) -> None:
         if _exact_match(_stamps(models_dir).get(spec.path), path, spec):
             continue
         before = _identity(path)
-        good = _sha256(path) == spec.sha256
+        good = sha256_of(path) == spec.sha256
         stamps = _stamps(models_dir)  # re-read: another process may have stamped other files meanwhile
         if not good:
             stamps.pop(spec.path, None)
@@ -243,7 +244,7 @@ def install(models_dir: Path, files: tuple[ModelFile, ...] = ALL_FILES, say: Pro
         path = models_dir / spec.path
         # Hashed unless the stamp shows this very file verified: a file garbled in place is found and replaced.
         if path.is_file() and path.stat().st_size == spec.size:
-            if _exact_match(stamps.get(spec.path), path, spec) or _sha256(path) == spec.sha256:
+            if _exact_match(stamps.get(spec.path), path, spec) or sha256_of(path) == spec.sha256:
                 stamps[spec.path] = {**_identity(path), "sha256": spec.sha256}
                 say(f"ok       {spec.path}")
                 continue

@@ -149,8 +149,10 @@ class HybridRetriever:
             self._loaded = key
 
     def correct(self, query: str) -> str:
-        """The query with words that neither the knowledge base nor the word list knows corrected (spelling.py)."""
-        self._refresh()
+        """The query with words that neither the knowledge base nor the word list knows corrected (spelling.py),
+        against the vocabulary of the last search (loaded now if there was none, as `library`)."""
+        if self._loaded is None:
+            self._refresh()
         return self._speller.correct(query) if self._speller is not None else query
 
     def lexical(self, query: str, n: int) -> list[tuple[int, float]]:
