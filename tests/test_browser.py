@@ -163,11 +163,6 @@ def chat(chromium: Any, ui: UiServer) -> Iterator[Chat]:
     page.close()
 
 
-def feedback_rows(server: UiServer) -> list[dict[str, Any]]:
-    path = server.feedback_file
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()] if path.exists() else []
-
-
 # -- asking ----------------------------------------------------------------------------------------------
 def test_a_question_streams_its_answer_under_its_sources(chat: Chat) -> None:
     # Every state the answer bubble goes through, as the browser draws it.
@@ -245,13 +240,13 @@ def test_an_example_can_be_clicked(chat: Chat) -> None:
     expect(chat.sources.locator(".title")).to_have_text([re.compile(r"Sources \([4-9]\)")])
 
 
-def test_a_like_is_written_to_the_feedback_file(chat: Chat, ui: UiServer) -> None:
+def test_a_like_is_kept_in_the_database(chat: Chat, ui: UiServer) -> None:
     chat.ask(QUESTION)
     chat.wait_answered(1)
-    rows = len(feedback_rows(ui))
+    rows = len(ui.feedback())
     chat.like_last("Like")
     expect(chat.notice).to_have_text("Thanks: your like was recorded.")
-    row = feedback_rows(ui)[rows]
+    row = ui.feedback()[rows]
     assert row["verdict"] == "like" and row["question"] == QUESTION and row["answer"] == FAKE_REPLY
     assert [s["n"] for s in row["sources"]] == [1, 2, 3, 4]
     assert all(s["source"].endswith(".md") and s["text"] and s["label"] for s in row["sources"])
@@ -354,7 +349,7 @@ def test_a_like_does_not_wait_behind_another_persons_long_answer(chromium: Any, 
         backend.gate.set()
         bob.wait_answered(1)
         expect(bob.answers).to_have_text([LEADS])
-        assert feedback_rows(gated)[-1]["question"] == QUESTION
+        assert gated.feedback()[-1]["question"] == QUESTION
     finally:
         backend.gate.set()
         alice.close()

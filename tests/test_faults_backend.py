@@ -23,11 +23,11 @@ from test_ui_fixtures import UiServer, start_server
 
 from coach.coach import Coach
 from coach.errors import BackendUnavailableError
+from coach.feedback import FeedbackStore
 from coach.llm.base import Request, Stop, stop_this_thread_with
 from coach.llm.openai_compat import STOPPED, OpenAIBackend
 from coach.planner import Profile
 from coach.planner.store import PlanStore
-from coach.ui.feedback import FeedbackLog
 
 KEY = "sk-test-faults-9c41e7"
 QUESTION = "What is the entry-level base salary?"
@@ -218,17 +218,17 @@ class Saved:
 
     def __init__(self, coach: Coach) -> None:
         settings = coach.settings
-        FeedbackLog(settings.feedback_file).append({"question": "q", "answer": "a", "liked": True})
+        FeedbackStore(settings.database).add({"question": "q", "answer": "a", "verdict": "like"})
         self.store = PlanStore(settings.database)
         self.profile = Profile(years_development=6, years_leadership=2, skills=["Python"])
         self.store.save_profile("person-1", self.profile)
-        self.feedback = settings.feedback_file.read_text(encoding="utf-8")
+        self.feedback = list(FeedbackStore(settings.database).rows())
         self.passages = coach.retriever.count()
         self.coach = coach
 
     def intact(self) -> None:
         """Nothing saved was lost or changed by the faults."""
-        assert self.coach.settings.feedback_file.read_text(encoding="utf-8") == self.feedback
+        assert list(FeedbackStore(self.coach.settings.database).rows()) == self.feedback
         assert PlanStore(self.coach.settings.database).profile("person-1") == self.profile
         assert self.coach.retriever.count() == self.passages
 

@@ -33,6 +33,7 @@ from coach.coach import Coach
 from coach.config import Settings
 from coach.embeddings import FakeEmbeddings
 from coach.factory import build_retriever_for
+from coach.feedback import FeedbackStore
 from coach.llm import make_backend
 from coach.llm.extractive import ExtractiveBackend
 from coach.prompts import Prompts
@@ -138,8 +139,9 @@ def indexed(coach_cli: Run, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_a_truncated_chroma_database_is_one_clear_line_and_coach_index_recovers(
         coach_cli: Run, indexed: Path, tmp_path: Path) -> None:
     data = shutil.copytree(indexed, tmp_path / "data")
-    feedback = data / "feedback.jsonl"
-    feedback.write_text('{"liked": true, "question": "What does a VP make?"}\n', encoding="utf-8")
+    feedback = FeedbackStore(f"sqlite:///{data / 'coach.db'}")
+    feedback.add({"verdict": "like", "question": VP_Q, "answer": VP_FACT})
+    liked = list(feedback.rows())
     env = folders(data)
     database = data / "chroma" / "chroma.sqlite3"
     os.truncate(database, database.stat().st_size // 2)
@@ -157,7 +159,8 @@ def test_a_truncated_chroma_database_is_one_clear_line_and_coach_index_recovers(
     assert repair.returncode == 0, repair.stderr
     assert int(re.search(r"added (\d+)", repair.stdout).group(1)) > 0, repair.stdout
     assert any(VP_FACT in p["text"] for p in search(coach_cli, env, VP_Q))
-    assert feedback.read_text(encoding="utf-8") == '{"liked": true, "question": "What does a VP make?"}\n'
+    assert list(feedback.rows()) == liked and liked[0]["question"] == VP_Q
+    feedback.close()
 
 
 ROOM_Q = "How many people does Room 217 seat?"

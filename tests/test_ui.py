@@ -15,12 +15,13 @@ from helpers import SlowChat
 from test_ui_fixtures import FAKE_QUESTION, FAKE_REPLY, UiIndex, UiServer, fake, ui_coach
 
 from coach.errors import BackendUnavailableError, CoachError
+from coach.feedback import FeedbackStore
 from coach.ui import APOLOGY, serve
 from coach.ui import chat as ui_chat
 from coach.ui.answering import Backends, answer_steps, available_backends
 from coach.ui.app import ANSWERING
 from coach.ui.chat import Turn, escape_text, feedback_row, history_for_coach, render
-from coach.ui.feedback import FeedbackLog, record_feedback
+from coach.ui.feedback import record_feedback
 from coach.ui.server import is_loopback
 
 pytest_plugins = ["test_ui_fixtures"]
@@ -177,16 +178,17 @@ def answered(server: UiServer, *questions: str) -> dict[str, Any]:
     return conversation
 
 
-def test_a_like_is_recorded_as_a_json_line_with_its_sources_as_data(fake_server: UiServer, tmp_path: Path) -> None:
+def test_a_like_is_kept_in_the_database_with_its_sources_as_data(fake_server: UiServer, tmp_path: Path) -> None:
     conversation = answered(fake_server, "x" * (fake_server.settings.max_question_chars + 1), QUESTION)
     last = ui_chat.turns(conversation)[-1]
     assert last.status == "answered" and last.sources
-    log = FeedbackLog(tmp_path / "missing" / "folder" / "feedback.jsonl")
+    store = FeedbackStore(f"sqlite:///{tmp_path / 'missing' / 'folder' / 'coach.db'}")
     # Messages as drawn: refused question, its notice, then question, answer, sources block.
-    assert record_feedback(log, feedback_row(conversation, 1, True)) == "", "a refusal cannot be liked"
-    assert "like was recorded" in record_feedback(log, feedback_row(conversation, 3, True))
-    assert "dislike was recorded" in record_feedback(log, feedback_row(conversation, [4], False))
-    rows = [json.loads(line) for line in log.path.read_text(encoding="utf-8").splitlines()]
+    assert record_feedback(store, feedback_row(conversation, 1, True)) == "", "a refusal cannot be liked"
+    assert "like was recorded" in record_feedback(store, feedback_row(conversation, 3, True))
+    assert "dislike was recorded" in record_feedback(store, feedback_row(conversation, [4], False))
+    rows = list(store.rows())
+    store.close()
     assert [r["verdict"] for r in rows] == ["like", "dislike"]
     row = rows[0]
     assert row["question"] == QUESTION and row["answer"] == FAKE_REPLY == last.answer
@@ -201,8 +203,10 @@ def test_a_feedback_write_failure_never_breaks_the_chat(fake_server: UiServer, t
     blocker.write_text("a file where the folder should be")
     conversation = answered(fake_server, QUESTION)
     with caplog.at_level(logging.ERROR, logger="coach.ui"):
-        notice = record_feedback(FeedbackLog(blocker / "feedback.jsonl"), feedback_row(conversation, 1, True))
-    assert "could not be saved" in notice
+        store = FeedbackStore(f"sqlite:///{blocker / 'coach.db'}")
+        notice = record_feedback(store, feedback_row(conversation, 1, True))
+    assert notice == ("*Your feedback could not be saved because the database is unavailable (the details are in "
+                      "the server's log).*")
     assert any("feedback" in r.getMessage() for r in caplog.records if r.name == "coach.ui")
     # The chat goes on.
     conversation = answered(fake_server, QUESTION, "And what does it pay?")

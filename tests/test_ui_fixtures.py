@@ -95,9 +95,15 @@ class UiServer:
     def settings(self) -> Settings:
         return self.coach.settings
 
-    @property
-    def feedback_file(self) -> Path:
-        return self.settings.feedback_file
+    def feedback(self) -> list[dict[str, Any]]:
+        """The likes and dislikes given on this server's page, oldest first."""
+        from coach.feedback import FeedbackStore
+
+        store = FeedbackStore(self.settings.database)
+        try:
+            return list(store.rows())
+        finally:
+            store.close()
 
     def close(self) -> None:
         self.demo.close()

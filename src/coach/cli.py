@@ -1,4 +1,4 @@
-"""The `coach` command: models, index, search, ask, chat, plan, eval, serve."""
+"""The `coach` command: models, index, search, ask, chat, plan, eval, serve, feedback."""
 
 from __future__ import annotations
 
@@ -273,6 +273,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return serve(_settings(args))
 
 
+def cmd_feedback(args: argparse.Namespace) -> int:
+    """`coach feedback`: every like and dislike kept, one JSON object a line, oldest first."""
+    from coach.feedback import FeedbackStore
+
+    store = FeedbackStore(_settings(args).database)
+    try:
+        for row in store.rows():
+            print(json.dumps(row, ensure_ascii=False))
+    finally:
+        store.close()
+    return 0
+
+
 # -- parser -------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `coach`."""
@@ -330,6 +343,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help="address to listen on (COACH_HOST; non-loopback needs COACH_ALLOW_REMOTE)")
     p.add_argument("--port", type=int, help="port (COACH_PORT)")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("feedback", parents=[common], help="export the likes and dislikes of answers (JSON lines)")
+    p.set_defaults(func=cmd_feedback)
     return parser
 
 

@@ -27,7 +27,7 @@ class Settings(BaseSettings):
     # Where things live
     knowledge_dir: Path = Field(Path("knowledge"), description="Folder of Markdown knowledge files.")
     prompts_dir: Path = Field(Path("prompts"), description="Folder of prompt templates.")
-    data_dir: Path = Field(Path("data"), description="Index, feedback log and model caches live here.")
+    data_dir: Path = Field(Path("data"), description="Index, database (SQLite) and model caches live here.")
     models_dir: Path = Field(Path("models"), description="Folder that `coach models install` fills.")
     chroma_path: Path | None = Field(None, description="Embedded Chroma folder; default DATA_DIR/chroma.")
     chroma_url: str | None = Field(
@@ -95,8 +95,8 @@ class Settings(BaseSettings):
 
     # Career planner
     database_url: str | None = Field(
-        None, description="SQLAlchemy URL of the database for profiles and plan progress (default: SQLite "
-        "DATA_DIR/coach.db; e.g. postgresql+psycopg://user@host/coach)."
+        None, description="SQLAlchemy URL of the database for profiles, plan progress and feedback (default: "
+        "SQLite DATA_DIR/coach.db; e.g. postgresql+psycopg://user:password@host/coach to share it between instances)."
     )
     plan_phrasing: Literal["auto", "model", "plain"] = Field(
         "auto", description="Who words the planner's answers: `plain` (the assessment as written by rules), "
@@ -188,11 +188,6 @@ class Settings(BaseSettings):
     def database(self) -> str:
         """The database URL (SQLite in the data folder unless COACH_DATABASE_URL is set)."""
         return self.database_url or f"sqlite:///{(self.data_dir / 'coach.db').resolve()}"
-
-    @property
-    def feedback_file(self) -> Path:
-        """Where likes and dislikes are appended, one JSON object a line."""
-        return self.data_dir / "feedback.jsonl"
 
 
 def is_loopback(host: str) -> bool:

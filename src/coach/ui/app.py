@@ -17,6 +17,7 @@ from coach.background import in_background
 from coach.coach import Coach
 from coach.config import Settings
 from coach.errors import CoachError
+from coach.feedback import FeedbackStore
 from coach.llm.base import parallel_answers
 from coach.planner.store import PlanStore
 from coach.ui import chat
@@ -30,7 +31,7 @@ from coach.ui.answering import (
     status_line,
 )
 from coach.ui.chat import Conversation
-from coach.ui.feedback import FeedbackLog, record_feedback
+from coach.ui.feedback import record_feedback
 from coach.ui.plan_panel import PlanService, build_panel, wire_panel
 from coach.ui.server import browser_secret
 
@@ -48,8 +49,9 @@ EXAMPLES = [
 def build_ui(coach: Coach, settings: Settings, store: PlanStore | None = None) -> gr.Blocks:
     """The chat page for this coach; call launch()/serve() to run it."""
     backends = Backends(coach, settings)
-    feedback = FeedbackLog(settings.feedback_file)
-    plans = PlanService(coach, store or PlanStore(settings.database))
+    store = store or PlanStore(settings.database)
+    feedback = FeedbackStore(store.database)  # the same database and connections as the profiles
+    plans = PlanService(coach, store)
     try:
         role = coach.role()
     except CoachError:

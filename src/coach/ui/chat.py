@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 from coach.answer import Answer
@@ -135,7 +134,7 @@ def feedback_row(conversation: Conversation | None, index: Any, liked: Any) -> d
         return None
     verdict = {True: "like", False: "dislike"}.get(liked, str(liked or "unset"))
     return {"question": turn.question, "answer": turn.answer, "sources": turn.sources or [], "verdict": verdict,
-            "backend": turn.backend, "time": datetime.now(UTC).isoformat(timespec="seconds")}
+            "backend": turn.backend}
 
 
 def details(turn: Turn, answer: Answer | None = None, error: str | None = None) -> dict[str, Any]:
