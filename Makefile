@@ -1,6 +1,6 @@
 # The two commands of the README:
 #   make run    set everything up (venv, packages, model files), build the index, start the chat UI
-#   make test   set everything up, plus Chromium for the browser tests, then ruff, mypy and pytest
+#   make test   set everything up, plus Chromium and PostgreSQL for the tests, then ruff, mypy and pytest
 # Both are idempotent: a second run skips what is already there.
 
 PYTHON ?= python3.11
@@ -16,12 +16,12 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 DEPS_STAMP := $(VENV)/.deps-$(shell cat pyproject.toml 2>/dev/null | sha256sum | cut -c1-12)
 
-.PHONY: run test setup models browser lint typecheck markers pytest bench eval clean
+.PHONY: run test setup models browser postgres lint typecheck markers pytest bench eval clean
 
 run: setup
 	$(BIN)/coach serve
 
-test: setup browser lint typecheck markers pytest
+test: setup browser postgres lint typecheck markers pytest
 
 setup: $(DEPS_STAMP) models
 
@@ -38,14 +38,26 @@ $(DEPS_STAMP): pyproject.toml | $(BIN)/python
 models: $(DEPS_STAMP)
 	$(BIN)/coach models install
 
+# Debian packages for the tests, installed once (sudo unless root): $(APT_INSTALL) PACKAGE...
+APT_INSTALL = SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq
+
 # Debian's Chromium for the Playwright tests (never `playwright install`: it downloads a browser).
 browser:
 	@if [ ! -x /usr/bin/chromium ]; then \
 	  echo "installing chromium from Debian ..."; \
-	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	  $(APT_INSTALL) chromium chromium-driver >/dev/null; \
 	fi
 	@/usr/bin/chromium --version
+
+# Debian's PostgreSQL for the test of several instances sharing one database (the test runs its own server,
+# as the `postgres` user when run as root, in a temporary folder; no system service is needed).
+postgres:
+	@if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then \
+	  echo "installing postgresql from Debian ..."; \
+	  $(APT_INSTALL) postgresql >/dev/null; \
+	fi
+	@ls /usr/lib/postgresql/*/bin/postgres
 
 lint:
 	$(BIN)/ruff check src tests bench app.py

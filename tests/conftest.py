@@ -10,6 +10,8 @@ that uses such a fixture unmarked, and an unmarked test that constructs the mode
 from __future__ import annotations
 
 import os
+import pwd
+import secrets
 import shutil
 import subprocess
 import sys
@@ -41,7 +43,7 @@ VENV_BIN = Path(sys.executable).parent
 # Fixtures that load a real model or start a real server, by the marker a test using them must carry.
 NEEDS_MARKER = {
     "integration": {"real_embedder", "real_retriever", "make_real_coach", "coach_cli", "ui_index", "server_factory",
-                    "local_coach", "own_chroma_server"},
+                    "local_coach", "own_chroma_server", "postgres_server"},
     "model": {"local_coach"},
 }
 
@@ -264,6 +266,82 @@ def own_chroma_server(tmp_path: Path) -> Iterator[ChromaServer]:
     """A `chroma run` server of this test's own, which the test may stop and start again (.stop(), .start())."""
     server = ChromaServer(tmp_path / "chroma-server")
     server.workdir.mkdir()
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+# -- a real PostgreSQL server ----------------------------------------------------------------------
+POSTGRES_ROOT = Path("/usr/lib/postgresql")  # Debian's layout: /usr/lib/postgresql/<major>/bin
+
+
+def postgres_bin() -> Path | None:
+    """The bin folder of the newest PostgreSQL installed from Debian's packages (None when there is none)."""
+    found = [p.parent for p in POSTGRES_ROOT.glob("*/bin/postgres") if p.parent.parent.name.isdigit()]
+    return max(found, key=lambda p: int(p.parent.name), default=None)
+
+
+class PostgresServer:
+    """A PostgreSQL server of the test's own: a fresh cluster in a temporary folder, on a free loopback port, with
+    a password; the server refuses to run as root, so as root it runs as the `postgres` user Debian creates."""
+
+    def __init__(self, bindir: Path) -> None:
+        self.bindir = bindir
+        self.workdir = Path(tempfile.mkdtemp(prefix="coach-pg-"))  # short: its socket path must fit 107 bytes
+        self.port = free_port()
+        self.user, self.password, self.database = "coach", secrets.token_urlsafe(16), "coach"
+        self.url = f"postgresql+psycopg://{self.user}:{self.password}@127.0.0.1:{self.port}/{self.database}"
+        self._as: list[str] = []
+        if os.geteuid() == 0:
+            try:
+                owner = pwd.getpwnam("postgres")
+            except KeyError:
+                pytest.fail("running as root needs the `postgres` user (Debian's postgresql package creates it)")
+            os.chown(self.workdir, owner.pw_uid, owner.pw_gid)
+            self._as = ["runuser", "-u", "postgres", "--"]
+
+    def _run(self, *args: str) -> None:
+        done = subprocess.run([*self._as, *args], capture_output=True, text=True, timeout=120, cwd=self.workdir)
+        if done.returncode != 0:
+            log = self.workdir / "server.log"
+            pytest.fail(f"{Path(args[0]).name} failed ({done.returncode}): {done.stderr[-1500:]}"
+                        f"{log.read_text(errors='replace')[-1500:] if log.exists() else ''}")
+
+    def start(self) -> PostgresServer:
+        """initdb (password login over TCP), start the server and create the database."""
+        import psycopg
+
+        secret = self.workdir / "pwfile"
+        secret.write_text(self.password)  # readable by the server's user, in a folder only that user can open
+        self._run(str(self.bindir / "initdb"), "-D", str(self.workdir / "db"), "-U", self.user,
+                  f"--pwfile={secret}", "--auth-host=scram-sha-256", "--auth-local=trust", "-E", "UTF8",
+                  "--locale=C", "--no-sync")
+        secret.unlink()
+        options = f"-k {self.workdir} -p {self.port} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.workdir / "db"), "-l", str(self.workdir / "server.log"),
+                  "-o", options, "-w", "-t", "60", "start")
+        with psycopg.connect(host="127.0.0.1", port=self.port, user=self.user, password=self.password,
+                             dbname="postgres", autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {self.database}")
+        return self
+
+    def stop(self) -> None:
+        """Stop it (fast: clients are disconnected) and remove its folder."""
+        if (self.workdir / "db" / "postmaster.pid").exists():
+            subprocess.run([*self._as, str(self.bindir / "pg_ctl"), "-D", str(self.workdir / "db"), "-m", "fast",
+                            "-w", "stop"], capture_output=True, timeout=60, cwd=self.workdir)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_server() -> Iterator[PostgresServer]:
+    """A running PostgreSQL of this test's own (.url for SQLAlchemy); skipped when PostgreSQL is not installed."""
+    bindir = postgres_bin()
+    if bindir is None:
+        pytest.skip(f"PostgreSQL is not installed (no {POSTGRES_ROOT}/*/bin/postgres): `make postgres` installs "
+                    "Debian's postgresql package")
+    server = PostgresServer(bindir)
     try:
         yield server.start()
     finally:
