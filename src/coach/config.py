@@ -52,7 +52,18 @@ class Settings(BaseSettings):
     local_model_file: str = Field(
         "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf", description="GGUF file in MODELS_DIR for `local`."
     )
-    n_ctx: int = Field(8192, description="Context window of the local model.")
+    n_ctx: int = Field(
+        16384, ge=512, description="Cells of the local model's KV cache, shared by the knowledge prefix and every "
+        "answer being written (or kept as a conversation's cache).")
+    parallel: int = Field(
+        4, ge=1, le=64, description="Answers the local model writes at once in one batch (continuous batching).")
+    batching: Literal["exact", "fused"] = Field(
+        "exact", description="How the local model's batch is evaluated: `exact` (each answer's next token in a call of "
+        "its own: an answer is the same alone or among others) or `fused` (all in one call: fewer passes over the "
+        "weights, which pays where memory bandwidth, not the cores, is the limit; answers may differ in near-ties).")
+    queue: int = Field(
+        8, ge=0, description="Questions that may wait for the local model beyond those being answered; more are "
+        "told the coach is busy and when to try again (429 in the API).")
     n_threads: int = Field(2, description="Threads for the local model (prompt and generation).")
     context_mode: Literal["auto", "knowledge", "passages"] = Field(
         "auto", description="`knowledge`: whole knowledge base as a cached prompt prefix; `passages`: "

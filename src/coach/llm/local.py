@@ -2,9 +2,10 @@
 
 Why in-process rather than `llama_cpp.server`: the answer prompt starts with a long fixed prefix (the
 knowledge base); in-process we can evaluate it once, save llama.cpp's state to disk and restore it in a
-fraction of a second after a restart or after another prompt displaced it. One model instance is shared
-by every conversation; a lock serialises requests (llama.cpp has one KV cache), so two people asking at
-once are answered one after the other, each streaming as soon as its turn comes.
+fraction of a second after a restart. One model is shared by every conversation: a scheduler
+(coach.llm.batching) writes up to COACH_PARALLEL answers at once in one batch, each in a sequence of its
+own that shares the prefix's cells, so several people asking at once each see their answer start within
+a step or two instead of waiting for the others to finish.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ import numpy as np
 
 from coach.config import Settings
 from coach.errors import BackendUnavailableError, ModelMissingError
-from coach.llm.base import Request
+from coach.llm.base import Request, current_stop
+from coach.llm.batching import Scheduler
+from coach.llm.engine import PREFIX_SEQ, Sampling
 from coach.models import CHAT_FILES, ModelFile, Verification, check
 from coach.text import estimate_tokens
 
@@ -114,14 +117,15 @@ class PrefixCache:
 
 
 class LocalLlamaBackend:
-    """Qwen2.5-Coder-1.5B-Instruct (ChatML) on llama.cpp, with a persisted KV cache of the system prompt."""
+    """Qwen2.5-Coder-1.5B-Instruct (ChatML) on llama.cpp: answers batched by a scheduler over a shared prefix."""
 
     name = "local"
     caches_prefix = True
     generative = True
 
-    def __init__(self, model_path: Path, models_dir: Path, cache_dir: Path, n_ctx: int = 8192,
-                 n_threads: int = 2, n_batch: int = 512, files: tuple[ModelFile, ...] = CHAT_FILES) -> None:
+    def __init__(self, model_path: Path, models_dir: Path, cache_dir: Path, n_ctx: int = 16384,
+                 n_threads: int = 2, n_batch: int = 512, files: tuple[ModelFile, ...] = CHAT_FILES,
+                 parallel: int = 4, queue: int = 8, fused: bool = False) -> None:
         self.model_path = model_path
         self.model = model_path.stem
         self._models_dir = models_dir
@@ -133,12 +137,14 @@ class LocalLlamaBackend:
         self._n_ctx = n_ctx
         self._n_threads = n_threads
         self._n_batch = n_batch
-        self._llm: Any = None
-        self._lock = threading.Lock()
+        self.parallel = parallel
+        self.queue = queue
+        self.fused = fused
+        self._engine: Any = None
+        self._scheduler: Scheduler | None = None
+        self._lock = threading.Lock()  # loading, and installing a new prefix
         self._prefix_key: str | None = None
         self._prefix_tokens: list[int] = []
-        self._prefix_state: Any = None
-        self._discarded: str | None = None  # why the saved prefix state was thrown away, until it is rebuilt
         self.stats: dict[str, float] = {}
 
     @classmethod
@@ -146,14 +152,15 @@ class LocalLlamaBackend:
         """The backend for the configured GGUF file."""
         models_dir = Path(settings.models_dir)
         cache_dir = settings.kv_cache_dir or Path(settings.data_dir) / "kv-cache"
-        return cls(models_dir / settings.local_model_file, models_dir, cache_dir, settings.n_ctx, settings.n_threads)
+        return cls(models_dir / settings.local_model_file, models_dir, cache_dir, settings.n_ctx, settings.n_threads,
+                   parallel=settings.parallel, queue=settings.queue, fused=settings.batching == "fused")
 
     # -- loading --------------------------------------------------------------------------------
-    def _load(self) -> Any:
+    def _load(self) -> Scheduler:
         if self._damaged:
             raise BackendUnavailableError(self._damaged)
-        if self._llm is not None:
-            return self._llm
+        if self._scheduler is not None:
+            return self._scheduler
         try:
             if self._specs:
                 check(self._models_dir, self._specs)
@@ -164,30 +171,43 @@ class LocalLlamaBackend:
         if self._specs and self._verification is None:  # the full sha256, beside the loading
             self._verification = Verification(self._models_dir, self._specs)
         try:
-            from llama_cpp import Llama
+            from coach.llm.engine import LlamaEngine
         except ImportError:
             raise BackendUnavailableError(
                 "llama-cpp-python is not installed: run `make run` (it builds it with CMAKE_ARGS=-DGGML_NATIVE=OFF)"
             ) from None
         start = time.perf_counter()
         try:
-            self._llm = Llama(model_path=str(self.model_path), n_ctx=self._n_ctx, n_threads=self._n_threads,
-                              n_threads_batch=self._n_threads, n_batch=self._n_batch, verbose=False)
+            engine = LlamaEngine(self.model_path, self._n_ctx, self.parallel, self._n_threads, self._n_batch)
         except Exception as exc:
             self._trust()  # a file that does not load may be a damaged one: say so rather than "could not load"
             raise BackendUnavailableError(f"the local model could not be loaded ({type(exc).__name__})") from None
+        for stop in _STOP:  # a turn's end however it is spelt
+            engine.ends.update(engine.tokenize(stop))
         self.stats["load_s"] = time.perf_counter() - start
-        return self._llm
+        self._engine, self._scheduler = engine, Scheduler(engine, self.queue, self.fused)
+        return self._scheduler
 
     def _trust(self) -> None:
         """Wait for the model file's verification; raise, and answer no more with it, if it is damaged."""
         problem = self._verification.problem() if self._verification is not None else None
         if problem:
-            self._damaged, self._llm = problem.rstrip("."), None
+            self._damaged = problem.rstrip(".")
+            self.close()
             raise BackendUnavailableError(self._damaged)
 
+    def close(self) -> None:
+        """Stop the worker and free the model (answers being written end with an error)."""
+        scheduler, self._scheduler = self._scheduler, None
+        if scheduler is not None:
+            scheduler.close()
+        engine, self._engine = self._engine, None
+        if engine is not None:
+            engine.close()
+        self._prefix_key, self._prefix_tokens = None, []
+
     def _tokens(self, text: str) -> list[int]:
-        return list(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+        return list(self._engine.tokenize(text))
 
     def count_tokens(self, text: str) -> int:
         """Tokens in the model's own tokenizer (an estimate until the model is loaded).
@@ -195,23 +215,29 @@ class LocalLlamaBackend:
         Counts are remembered: the coach asks for the whole knowledge text's count several times per
         question (about 10 ms each to tokenize), and history turns come back with every follow-up.
         """
-        if self._llm is None:
+        if self._engine is None:
             return estimate_tokens(text)
         return self._count(text)
 
     @functools.lru_cache(maxsize=256)  # noqa: B019 - one backend per process; the cache is its to keep
     def _count(self, text: str) -> int:
-        return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+        return len(self._engine.tokenize(text, special=False))
+
+    def status(self) -> dict[str, Any]:
+        """The scheduler's figures (slots, line, tokens), or {} before the model is loaded."""
+        scheduler = self._scheduler
+        return scheduler.status() if scheduler is not None else {}
 
     # -- the cached prefix ------------------------------------------------------------------------
     def _key(self, system: str) -> str:
         stat = self.model_path.stat() if self.model_path.exists() else None
         identity = f"{stat.st_size}|{stat.st_mtime_ns}" if stat else "0"  # a replaced model never meets old states
-        material = f"{self.model_path.name}|{identity}|{self._n_ctx}|{self._n_batch}|{_USER_HEAD}|{system}"
+        material = (f"{self.model_path.name}|{identity}|{self._n_ctx}|{self._n_batch}|seq-state|flash-attn|"
+                    f"{_USER_HEAD}|{system}")
         return hashlib.sha256(material.encode("utf-8")).hexdigest()[:20]
 
     def prepare(self, system: str) -> None:
-        """Make the KV cache hold the system prompt: from RAM, from disk, or by evaluating it once.
+        """Make the shared prefix hold the system prompt: from disk, or by evaluating it once.
 
         Run at start-up in the background: it also waits for the model file's sha256 check, so a damaged
         file is reported before anyone asks.
@@ -222,99 +248,68 @@ class LocalLlamaBackend:
             self._ensure_prefix(system)
 
     def _ensure_prefix(self, system: str) -> None:
-        llm = self._load()
+        scheduler = self._load()
         key = self._key(system)
-        if key != self._prefix_key:
-            self._prefix_key, self._prefix_state = key, None
-            self._prefix_tokens = self._tokens(_chatml("system", system)) + self._tokens(_USER_HEAD)
-            self._prefix_state, self._discarded = self._read_state(key)
-        n = len(self._prefix_tokens)
-        if llm.n_tokens >= n and list(llm.input_ids[:n]) == self._prefix_tokens:
-            return  # still in the KV cache
-        if self._prefix_state is not None:
-            start = time.perf_counter()
-            try:
-                llm.load_state(self._prefix_state)
-                self.stats["prefix_restore_s"] = time.perf_counter() - start
-                return
-            except Exception:  # "Failed to set llama state data": a state llama.cpp refuses; never tried again
-                self._prefix_state = None
-                self._discarded = self._cache.discard(key, "the saved one could not be restored")
-        self._trust()  # never spend minutes on a damaged model file, nor keep a state it computed
-        if self._discarded:
-            self.notice = f"rebuilding the prompt cache ({self._discarded}); the first answer waits for it"
+        if key == self._prefix_key:
+            return
+        tokens = self._tokens(_chatml("system", system)) + self._tokens(_USER_HEAD)
+        saved, discarded = self._cache.read(key)
+        if saved is not None and (saved.n_tokens != len(tokens) or list(saved.input_ids) != tokens):
+            saved, discarded = None, self._cache.discard(key, "the saved one does not fit this model")
+        if saved is None:
+            self._trust()  # never spend minutes on a damaged model file, nor keep a state it computed
+            if discarded:
+                self.notice = f"rebuilding the prompt cache ({discarded}); the first answer waits for it"
         start = time.perf_counter()
         try:
-            llm.reset()  # also after a failed restore, which leaves the restored token ids behind
-            llm.eval(self._prefix_tokens)
-            self.stats["prefix_eval_s"] = time.perf_counter() - start
-            self.stats["prefix_tokens"] = n
-            self._prefix_state = llm.save_state()
-            self._write_state(key, self._prefix_state)
-            self._discarded = None
+            restored, state = scheduler.install_prefix(tokens, saved.llama_state if saved else None,
+                                                       lambda engine: engine.save(PREFIX_SEQ))
         finally:
             self.notice = None
-
-    def _read_state(self, key: str) -> tuple[Any, str | None]:
-        """(the saved state ready for llama.cpp, None), or (None, why the saved one was discarded, if it was)."""
-        saved, why = self._cache.read(key)
-        if saved is None:
-            return None, why
-        from llama_cpp import LlamaState
-
-        if saved.n_tokens > self._n_ctx or len(saved.input_ids) != saved.n_tokens:
-            return None, self._cache.discard(key, "the saved one does not fit this model")
-        input_ids = np.zeros((self._n_ctx,), dtype=np.intc)
-        input_ids[: saved.n_tokens] = saved.input_ids
-        rows = min(saved.n_tokens, self._llm.scores.shape[0])
-        scores = np.zeros((rows, self._llm.n_vocab()), dtype=np.single)
-        return LlamaState(input_ids=input_ids, scores=scores, n_tokens=saved.n_tokens, llama_state=saved.llama_state,
-                          llama_state_size=len(saved.llama_state), seed=saved.seed), None
-
-    def _write_state(self, key: str, state: Any) -> None:
-        """Persist the prefix state (logits are not saved: the next prompt's suffix recomputes them)."""
-        self._cache.write(key, SavedPrefix(state.n_tokens, np.asarray(state.input_ids[: state.n_tokens], dtype=np.intc),
-                                           bytes(state.llama_state), state.seed))
+        if restored:
+            self.stats["prefix_restore_s"] = time.perf_counter() - start
+        else:
+            if saved is not None:
+                self._cache.discard(key, "the saved one could not be restored")
+            self.stats["prefix_eval_s"] = time.perf_counter() - start
+            self.stats["prefix_tokens"] = len(tokens)
+            if state is not None:
+                self._cache.write(key, SavedPrefix(len(tokens), np.asarray(tokens, dtype=np.intc), state, 0))
+        self._prefix_key, self._prefix_tokens = key, tokens
 
     # -- generation -----------------------------------------------------------------------------------
     def stream(self, request: Request) -> Iterator[str]:
-        """Yield the reply; the system message is served from the cached prefix when possible."""
+        """Yield the reply, written in the shared batch; the system message is served from the shared prefix."""
         messages, max_tokens = request.messages, request.max_tokens
+        system = messages[0]["content"] if messages and messages[0]["role"] == "system" else ""
+        rest = "".join(_chatml(m["role"], m["content"]) for m in messages if m["role"] != "system")
         with self._lock:
-            system = messages[0]["content"] if messages and messages[0]["role"] == "system" else ""
-            rest = "".join(_chatml(m["role"], m["content"]) for m in messages if m["role"] != "system")
+            scheduler = self._load()
             if system:
                 self._ensure_prefix(system)
-                prefix = self._prefix_tokens
-                if rest.startswith(_USER_HEAD):
-                    rest = rest[len(_USER_HEAD):]
-                else:  # not a user turn next: llama.cpp reuses the cache up to where the prompts differ
-                    prefix = prefix[: len(prefix) - len(self._tokens(_USER_HEAD))]
-            else:
-                self._load()
-                prefix = []
-            tokens = prefix + self._tokens(rest + _ASSISTANT_HEAD)
-            if len(tokens) + max_tokens > self._n_ctx:
-                raise BackendUnavailableError(
-                    f"the prompt ({len(tokens)} tokens) does not fit the context window ({self._n_ctx})")
-            self.stats["prompt_tokens"] = len(tokens)
-            # Nothing is written with a model file not known to be good. The check runs beside loading and is
-            # long done by now, except on the first answer after the file changed, which waits for the rest.
-            self._trust()
-            options: dict[str, Any] = {}
-            if request.json_schema is not None:
-                options["grammar"] = _grammar(request.json_schema)
-            try:
-                for part in self._llm.create_completion(tokens, max_tokens=max_tokens, temperature=request.temperature,
-                                                        top_p=0.9, repeat_penalty=1.05, stop=_STOP, stream=True,
-                                                        **options):
-                    text = part["choices"][0]["text"]
-                    if text:
-                        yield text
-            except BackendUnavailableError:
-                raise
-            except Exception as exc:
-                raise BackendUnavailableError(f"the local model failed ({type(exc).__name__})") from None
+            prefix = self._prefix_tokens if system else []
+        if system and rest.startswith(_USER_HEAD):
+            rest = rest[len(_USER_HEAD):]
+        elif system:  # not a user turn next: the scheduler reuses the prefix up to where the prompts differ
+            prefix = self._tokens(_chatml("system", system))
+        tokens = prefix + self._tokens(rest + _ASSISTANT_HEAD)
+        if len(tokens) + max_tokens > self._n_ctx:
+            raise BackendUnavailableError(
+                f"the prompt ({len(tokens)} tokens) does not fit the context window ({self._n_ctx})")
+        self.stats["prompt_tokens"] = len(tokens)
+        # Nothing is written with a model file not known to be good. The check runs beside loading and is
+        # long done by now, except on the first answer after the file changed, which waits for the rest.
+        self._trust()
+        grammar = _grammar(request.json_schema) if request.json_schema is not None else None
+        job = scheduler.submit(tokens, max_tokens, Sampling(request.temperature, grammar))
+        stop = current_stop()
+        forget = stop.on_stop(job.cancel) if stop is not None else None
+        try:
+            yield from scheduler.pieces(job)
+        finally:
+            job.cancel()
+            if forget is not None:
+                forget()
 
 
 @functools.lru_cache(maxsize=8)
