@@ -87,6 +87,13 @@ load: setup
 	$(BIN)/python bench/load_bench.py --backend extractive
 	$(BIN)/python bench/load_bench.py --backend local
 
+# Issue 13's figures (stops by itself): 1, 2, 4 and 8 conversations at once on the local model through the API, for
+# the lock of 77fb04f (a git worktree), then this tree's scheduler with COACH_BATCHING=exact and =fused, each its own
+# `coach serve` in turn; first text and whole answer p50/p95, aggregate tok/s, errors; bench/results/concurrency.json.
+.PHONY: concurrency
+concurrency: setup
+	$(BIN)/python bench/concurrency_bench.py
+
 EVAL_SETS ?= $(wildcard ../shared/eval/*.jsonl) bench/extra_questions.jsonl
 
 eval: setup

@@ -160,10 +160,10 @@ def ask(http: httpx.Client, url: str, history: list[dict[str, str]], question: s
                     # a revision after the final checks carries the whole corrected text
                     reply.text = (choice.get("coach") or {}).get("replace") or reply.text + piece
                     if time.perf_counter() - t0 > timeout:
-                        reply.kind, reply.detail = "timeout", f"over {timeout:.0f} s"
+                        reply.kind, reply.detail = "timeout", f"over {timeout:g} s"
                         break
     except httpx.TimeoutException:
-        reply.kind, reply.detail = "timeout", f"silent for {timeout:.0f} s"
+        reply.kind, reply.detail = "timeout", f"silent for {timeout:g} s"
     except httpx.TransportError as exc:
         reply.kind, reply.detail = "connection", type(exc).__name__
     reply.seconds = time.perf_counter() - t0
