@@ -20,7 +20,7 @@ from test_ui_fixtures import FAKE_QUESTION, FAKE_REPLY, UiIndex, UiServer, fake,
 
 from coach.api import build_api
 from coach.coach import MAX_TEMPERATURE
-from coach.errors import BackendUnavailableError
+from coach.errors import BackendUnavailableError, BusyError
 from coach.guards import leaks
 from coach.llm.base import Request
 from coach.llm.fake import FakeChat
@@ -258,6 +258,30 @@ def test_a_backend_failure_is_answered_from_the_sources_and_says_so(fake_api: Ui
     assert body["coach"]["fallback"] == "cannot reach http://127.0.0.1:9/v1"
     assert "cannot reach http://127.0.0.1:9/v1" in body["choices"][0]["message"]["content"]
     assert body["choices"][0]["sources"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_busy_model_is_a_429_with_retry_after(fake_api: UiServer, monkeypatch: pytest.MonkeyPatch,
+                                                stream: bool) -> None:
+    backend = fake(fake_api)
+    calls = len(backend.calls)
+
+    def full() -> None:
+        raise BusyError(12, 9)
+
+    monkeypatch.setattr(backend, "check_capacity", full, raising=False)  # what the local model's scheduler says
+    busy = post(fake_api, ask(QUESTION, stream=stream))
+    assert_error(busy, 429, "rate_limit_error")
+    assert busy.headers["Retry-After"] == "9" and "try again in 9 s" in busy.json()["error"]["message"]
+    assert len(backend.calls) == calls, "the model must not be asked"
+
+
+def test_a_model_that_fills_up_after_the_check_is_a_429_too(fake_api: UiServer) -> None:
+    fake(fake_api).replies.append(BusyError(3, 4))  # the page's questions took the last place meanwhile
+    busy = post(fake_api, ask(QUESTION))
+    assert_error(busy, 429, "rate_limit_error")
+    assert busy.headers["Retry-After"] == "4"
+    assert post(fake_api, ask(QUESTION)).status_code == 200
 
 
 # -- 2. every error, in OpenAI's shape ---------------------------------------------------------------------

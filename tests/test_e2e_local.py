@@ -148,3 +148,24 @@ def test_a_question_about_another_country_says_the_figures_are_the_us_markets(lo
     answer = local_coach.answer("What does a senior engineering manager earn in Germany?")
     assert answer.text.startswith("The knowledge base does not cover Germany"), answer.text
     assert "US Market" in answer.text.split("\n")[0] and "€" not in answer.text
+
+
+def test_answers_are_the_same_alone_and_written_side_by_side(local_coach: Coach) -> None:
+    import threading
+
+    questions = ["What is the entry-level base salary range?", "What soft skills does the role need?",
+                 "How does the career progress?"]
+    alone = [local_coach.answer(q).raw for q in questions]
+    together: dict[int, str] = {}
+
+    def ask(i: int) -> None:
+        together[i] = local_coach.answer(questions[i]).raw
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(questions))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [together[i] for i in range(len(questions))] == alone
+    status = local_coach.backend.status()  # type: ignore[attr-defined]
+    assert status["max_batch"] >= 2 and status["in_flight"] == 0, status  # they were written at the same time

@@ -14,7 +14,7 @@ import pytest
 from helpers import SlowChat
 from test_ui_fixtures import FAKE_QUESTION, FAKE_REPLY, UiIndex, UiServer, fake, ui_coach
 
-from coach.errors import BackendUnavailableError, CoachError
+from coach.errors import BackendUnavailableError, BusyError, CoachError
 from coach.feedback import FeedbackStore
 from coach.ui import APOLOGY, serve
 from coach.ui import chat as ui_chat
@@ -138,6 +138,16 @@ def test_a_backend_failure_falls_back_and_the_status_says_so(fake_server: UiServ
     assert "fake model was unavailable: cannot reach http://127.0.0.1:9/v1" in answer
     assert re.search(r"\[1\]", answer) and messages[2]["metadata"]["title"].startswith("Sources (")
     assert "extractive fallback answered" in status
+
+
+def test_a_busy_model_says_when_to_try_again_and_keeps_the_question(fake_server: UiServer) -> None:
+    fake(fake_server).replies.append(BusyError(12, 9))
+    messages, _status, details = client(fake_server).predict(QUESTION, api_name="/chat")
+    error = details["error"] or ""
+    assert "busy answering 12 questions" in error and "try again in 9 s" in error
+    assert QUESTION in text(messages[0]) and "Traceback" not in json.dumps(messages)
+    messages, _, details = client(fake_server).predict(QUESTION, api_name="/chat")
+    assert details["answer"] == FAKE_REPLY and details["error"] is None  # the next try is answered
 
 
 def test_an_unexpected_error_is_an_apology_with_the_traceback_only_in_the_log(

@@ -29,7 +29,7 @@ from coach.background import in_background
 from coach.coach import Coach, Limits
 from coach.config import Settings, is_loopback
 from coach.conversation import InputError, clean_question
-from coach.errors import CoachError
+from coach.errors import BusyError, CoachError
 from coach.llm.base import parallel_answers
 from coach.retrieval import Passage
 from coach.text import estimate_tokens, strip_citations
@@ -191,7 +191,9 @@ def build_api(coach: Coach, settings: Settings) -> FastAPI:
     # With no key set, nothing is answered where the page itself is closed to strangers: reachable from other
     # machines (serve() says so at start), or behind a log-in that the API must not bypass.
     closed = not keys and (not is_loopback(settings.host) or settings.ui_login() is not None)
-    slots = Slots(parallel_answers(settings, coach.backend_name), settings.api_queue)
+    # The local model's scheduler keeps its own line (COACH_QUEUE): the API adds none in front of it.
+    slots = Slots(parallel_answers(settings, coach.backend_name),
+                  0 if coach.backend_name == "local" else settings.api_queue)
     # Errors are documented as they are answered (400, not FastAPI's 422, in OpenAI's shape).
     errors: dict[int | str, dict[str, Any]] = {"4XX": {"model": ErrorBody, "description": "A refused request"},
                                                "5XX": {"model": ErrorBody, "description": "Not answered now"}}
@@ -270,6 +272,10 @@ def build_api(coach: Coach, settings: Settings) -> FastAPI:
             raise ApiError(503, f"The model is still loading; try again in {RETRY_AFTER_S} s.", "server_error",
                            "model_not_ready", headers={"Retry-After": str(RETRY_AFTER_S)})
         limits = Limits(body.max_completion_tokens or body.max_tokens, body.temperature)
+        try:
+            coach.check_capacity()
+        except BusyError as exc:
+            raise _busy(exc) from None
         slots.take()
         if body.stream:
             return StreamingResponse(_stream(coach, question, history, limits, body, slots),
@@ -280,6 +286,8 @@ def build_api(coach: Coach, settings: Settings) -> FastAPI:
                 final = event.answer or final
         except InputError as exc:
             raise ApiError(400, str(exc), param="messages") from None
+        except BusyError as exc:  # filled up by the page's questions since the check above
+            raise _busy(exc) from None
         except CoachError as exc:
             raise ApiError(503, str(exc), "server_error", "unavailable") from None
         finally:
@@ -288,6 +296,10 @@ def build_api(coach: Coach, settings: Settings) -> FastAPI:
         return _completion(final, question, history)
 
     return app
+
+
+def _busy(exc: BusyError) -> ApiError:
+    return ApiError(429, str(exc), "rate_limit_error", "busy", headers={"Retry-After": str(exc.retry_after)})
 
 
 def _server_error() -> JSONResponse:

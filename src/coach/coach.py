@@ -21,7 +21,7 @@ from coach import conversation, extractive, shape
 from coach.answer import Answer, Event
 from coach.checks import StreamChecks, completion, final_check
 from coach.config import Settings
-from coach.errors import BackendUnavailableError, CoachError
+from coach.errors import BackendUnavailableError, BusyError, CoachError
 from coach.generation import Response
 from coach.guards import StreamGuard, looks_like_injection, secret_ngrams
 from coach.llm.base import ChatBackend, Request
@@ -126,6 +126,12 @@ class Coach:
             self.warm_error = str(exc)
         finally:
             self.warming = False
+
+    def check_capacity(self) -> None:
+        """Raise BusyError when the model would refuse a question asked now (its batch and line are full)."""
+        check = getattr(self.backend, "check_capacity", None)
+        if check is not None:
+            check()
 
     def warm_in_background(self) -> threading.Thread:
         """Start warm() on a daemon thread."""
@@ -260,7 +266,7 @@ class Coach:
                 if guard.leaked:
                     break
             yield from self._show(answer, guard.flush(), None, start)
-        except BackendUnavailableError as exc:
+        except (BackendUnavailableError, BusyError) as exc:
             answer.fallback = str(exc)
         leaked = "the phrasing repeated the coach's instructions" if guard.leaked else None
         why = answer.fallback or leaked or contradiction("".join(said), plain, verdict)

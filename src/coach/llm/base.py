@@ -117,8 +117,11 @@ def current_stop() -> Stop | None:
 
 
 def parallel_answers(settings: Settings, backend: str) -> int:
-    """How many answers `backend` may write at once: a remote server serves several people at a time, so
-    one slow or hung request holds one place, not the line; the one local model is limited by COACH_CONCURRENCY."""
+    """How many answers may be under way at once with `backend`: a remote server serves several people at a
+    time, so one slow or hung request holds one place, not the line; the local model's scheduler takes
+    COACH_PARALLEL into its batch and COACH_QUEUE in line (and tells the next one it is busy)."""
     if backend == "openai":
         return max(settings.concurrency, settings.openai_concurrency)
+    if backend == "local":
+        return max(settings.concurrency, settings.parallel + settings.queue)
     return settings.concurrency

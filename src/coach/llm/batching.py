@@ -31,22 +31,13 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-from coach.errors import BackendUnavailableError, CoachError
+from coach.errors import BackendUnavailableError, BusyError
 from coach.llm.engine import PREFIX_SEQ, DecodeError, Item, Sampling
 
 log = logging.getLogger("coach.llm")
 T = TypeVar("T")
 _END = object()
 PROMPT_CHUNK = 128  # prompt tokens per step: others' answers go on between two chunks of a long prompt
-
-
-class BusyError(CoachError):
-    """Every slot and every place in line is taken: try again in `retry_after` seconds."""
-
-    def __init__(self, in_flight: int, retry_after: int) -> None:
-        super().__init__(f"The coach is busy answering {in_flight} questions right now; "
-                         f"please try again in {retry_after} s.")
-        self.retry_after = retry_after
 
 
 class Sampler(Protocol):
@@ -157,16 +148,23 @@ class Scheduler:
         with self._cond:
             if self._closed:
                 raise BackendUnavailableError("the local model was shut down")
-            limit = len(self._slots) + self.queue_limit
-            if self._in_flight >= limit:
-                self.stats["busy"] += 1
-                ahead = self._in_flight - len(self._slots) + 1
-                wait = math.ceil(self._answer_s * math.ceil(ahead / len(self._slots)))
-                raise BusyError(self._in_flight, max(1, min(wait, 120)))
+            self._check()
             self._in_flight += 1
             self._waiting.append(job)
             self._cond.notify()
         return job
+
+    def check(self) -> None:
+        """Raise BusyError if a question asked now would be refused (nothing is reserved)."""
+        with self._cond:
+            self._check()
+
+    def _check(self) -> None:
+        if self._in_flight >= len(self._slots) + self.queue_limit:
+            self.stats["busy"] += 1
+            ahead = self._in_flight - len(self._slots) + 1
+            wait = math.ceil(self._answer_s * math.ceil(ahead / len(self._slots)))
+            raise BusyError(self._in_flight, max(1, min(wait, 120)))
 
     def pieces(self, job: Job) -> Iterator[str]:
         """The answer's text as it is written; leaving the loop early cancels the job."""
@@ -350,7 +348,8 @@ class Scheduler:
         differ in the last bits with the batch's size (see the README's figures).
         """
         writing = [s for s in self._slots if s.job is not None and s.next_token is not None]
-        prompts = sorted((s for s in self._slots if s.job is not None and s.pending), key=lambda s: s.job.submitted if s.job else 0.0)
+        prompts = sorted((s for s in self._slots if s.job is not None and s.pending),
+                         key=lambda s: s.job.submitted if s.job else 0.0)
         work: list[tuple[_Slot, list[int]]] = [(s, [s.next_token]) for s in writing if s.next_token is not None]
         if self.fused:
             room = self.engine.n_batch - len(work)

@@ -223,6 +223,17 @@ class LocalLlamaBackend:
     def _count(self, text: str) -> int:
         return len(self._engine.tokenize(text, special=False))
 
+    @property
+    def capacity(self) -> int:
+        """Answers it takes at once: those in the batch and those waiting in line."""
+        return self.parallel + self.queue
+
+    def check_capacity(self) -> None:
+        """Raise BusyError if a question asked now would be refused."""
+        scheduler = self._scheduler
+        if scheduler is not None:
+            scheduler.check()
+
     def status(self) -> dict[str, Any]:
         """The scheduler's figures (slots, line, tokens), or {} before the model is loaded."""
         scheduler = self._scheduler

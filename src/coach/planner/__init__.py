@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from coach.errors import BackendUnavailableError
+from coach.errors import BackendUnavailableError, BusyError
 from coach.llm.base import ChatBackend, Request
 from coach.planner.assess import Assessment, assess
 from coach.planner.card import RoleCard, build_card
@@ -146,7 +146,7 @@ def with_model_help(reading: Reading, prompt: str, backend: ChatBackend) -> Read
     request = Request([{"role": "user", "content": prompt}], 300, 0.0, json_schema=profile_schema())
     try:
         helped = from_model_json("".join(backend.stream(request)))
-    except BackendUnavailableError:
+    except (BackendUnavailableError, BusyError):  # the rules' reading stands
         return reading
     if helped is None:
         return reading

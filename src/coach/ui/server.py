@@ -63,6 +63,9 @@ def mount_api(app: FastAPI, coach: Coach, settings: Settings) -> None:
         status, body = health(coach)
         slots = v1.state.slots
         body["api"] = {"in_flight": slots.taken, "limit": slots.limit}  # answering or waiting, and how many may
+        status_of = getattr(coach.backend, "status", None)
+        if status_of is not None:  # the local model's batch: slots, line, tokens written
+            body["model"]["batch"] = status_of()
         return JSONResponse(body, status_code=status)
 
     api = Mount("/v1", app=v1)
