@@ -280,3 +280,13 @@ def test_a_closed_scheduler_refuses_new_answers(engine: FakeEngine) -> None:
     scheduler.close()
     with pytest.raises(BackendUnavailableError, match="shut down"):
         scheduler.submit(prompt(1), 3, Sampling())
+
+
+def test_the_same_prompt_again_reevaluates_the_chunk_its_last_token_was_in(scheduler: Scheduler,
+                                                                           engine: FakeEngine) -> None:
+    question = prompt(40, 41, 42)
+    first = answer(scheduler, question, 4)
+    job = scheduler.submit(question, 4, Sampling())
+    assert "".join(scheduler.pieces(job)) == first
+    assert job.reused == len(PREFIX)  # its prompt chunk began just after the prefix: that chunk again
+    assert engine.calls[-4] == len(question) - len(PREFIX)  # evaluated as one chunk, as the first time

@@ -100,6 +100,7 @@ class _Slot:
     shared: int = 0  # how many of them are the prefix sequence's cells, tagged for this one too
     job: Job | None = None
     pending: list[int] = field(default_factory=list)  # prompt tokens still to evaluate
+    chunks: list[int] = field(default_factory=list)  # where each prompt chunk evaluated into it began
     next_token: int | None = None  # sampled, to be evaluated at the next step
     generated: int = 0
     sampler: Sampler | None = None
@@ -305,6 +306,10 @@ class Scheduler:
             best, reuse = min(free, key=lambda s: (bool(s.tokens), s.last_used)), from_prefix
             shared = reuse
         else:
+            if reuse == limit and len(best.tokens) > limit:
+                # The same prompt again: its last token is evaluated again in the chunk it was first evaluated
+                # in, so its logits (and the answer) are exactly those of the first time.
+                reuse = max((c for c in best.chunks if c <= reuse), default=reuse)
             shared = min(best.shared, reuse)
         after = self._used() - best.own_cells + (reuse - shared)
         need = len(job.tokens) - reuse + job.max_tokens
@@ -327,10 +332,10 @@ class Scheduler:
         if use_prefix:
             self.engine.remove(best.seq)
             self.engine.share(PREFIX_SEQ, best.seq, reuse)
-            best.tokens = self._prefix[:reuse]
+            best.tokens, best.chunks = self._prefix[:reuse], []
         else:
             self.engine.remove(best.seq, reuse, -1)
-            best.tokens = best.tokens[:reuse]
+            best.tokens, best.chunks = best.tokens[:reuse], [c for c in best.chunks if c < reuse]
         best.shared = shared
         best.job, best.pending, best.next_token, best.generated = job, job.tokens[reuse:], None, 0
         best.sampler = self.engine.sampler(job.sampling)
@@ -383,6 +388,8 @@ class Scheduler:
             self._decode_failed(exc, [slot for slot, _ in work])
             return
         for slot, tokens in work:
+            if slot.pending:
+                slot.chunks.append(len(slot.tokens))
             slot.tokens.extend(tokens)
             if slot.pending:
                 del slot.pending[:len(tokens)]
