@@ -420,6 +420,9 @@ def run_config(config: str, source: Path, models: Path, work: Path, pool: list[C
         record["error"] = str(exc)[-2000:]
         say(f"{config}: {record['error']}")
         print(f"| {config} | server did not start: see {args.out.name} | | | | | | | | | | | |", flush=True)
+    log_path = work / f"server-{config}.log"
+    if log_path.exists():  # its warnings (a failed batch, a restored or rebuilt prefix) explain odd figures
+        record["server_log_tail"] = log_path.read_text(errors="replace")[-3000:]
     record["load_average_end"] = round(os.getloadavg()[0], 2)
     record["targets"] = targets(record["levels"])
     write(out, args.out)
