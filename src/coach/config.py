@@ -59,8 +59,9 @@ class Settings(BaseSettings):
         4, ge=1, le=64, description="Answers the local model writes at once in one batch (continuous batching).")
     batching: Literal["exact", "fused"] = Field(
         "exact", description="How the local model's batch is evaluated: `exact` (each answer's next token in a call of "
-        "its own: an answer is the same alone or among others) or `fused` (all in one call: fewer passes over the "
-        "weights, which pays where memory bandwidth, not the cores, is the limit; answers may differ in near-ties).")
+        "its own, with flash attention: an answer is the same alone or among others) or `fused` (all in one call, "
+        "without flash attention: fewer passes over the weights and faster attention on a CPU, but an answer may "
+        "change with who else is asking).")
     queue: int = Field(
         8, ge=0, description="Questions that may wait for the local model beyond those being answered; more are "
         "told the coach is busy and when to try again (429 in the API).")

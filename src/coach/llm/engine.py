@@ -2,9 +2,11 @@
 
 The model file is loaded once; the context's cache is unified (every sequence may use any cell), so a
 prefix evaluated once in sequence 0 is shared with another sequence by tagging its cells (`seq_cp`)
-rather than copying them. Flash attention is on: each token's attention then runs over the cells of its
-own sequence in order, skipping the others, so a token's result does not depend on who else is in the
-batch (greedy answers are the same alone or batched).
+rather than copying them. With flash attention each token's attention runs over the cells of its own
+sequence in order, skipping the others, so where they lie in the cache does not change its result (the
+scheduler's `exact` mode needs that); without it prompts and steps are about 20% faster, but the sums run
+over every cell and their rounding depends on where a sequence's cells lie (measured: one answer in eight
+changed between a run alone and a batched one).
 
 Only the scheduler's worker thread calls into an Engine (llama.cpp contexts are not thread-safe).
 """
@@ -89,7 +91,8 @@ class Sampler:
 class LlamaEngine:
     """A GGUF model and one context with `n_seq` sequences (plus the prefix's) over `n_ctx` shared cells."""
 
-    def __init__(self, model_path: Path, n_ctx: int, n_seq: int, n_threads: int, n_batch: int) -> None:
+    def __init__(self, model_path: Path, n_ctx: int, n_seq: int, n_threads: int, n_batch: int,
+                 flash_attention: bool = True) -> None:
         from llama_cpp import _logger
         from llama_cpp import llama_cpp as C
         from llama_cpp._internals import LlamaContext, LlamaModel
@@ -108,7 +111,8 @@ class LlamaEngine:
         params.kv_unified = True
         params.n_threads = n_threads
         params.n_threads_batch = n_threads
-        params.flash_attn_type = C.LLAMA_FLASH_ATTN_TYPE_ENABLED
+        params.flash_attn_type = (C.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attention
+                                  else C.LLAMA_FLASH_ATTN_TYPE_DISABLED)
         params.no_perf = True
         self.context = LlamaContext(model=self.model, params=params, verbose=False)
         self.ctx = self.context.ctx

@@ -178,7 +178,8 @@ class LocalLlamaBackend:
             ) from None
         start = time.perf_counter()
         try:
-            engine = LlamaEngine(self.model_path, self._n_ctx, self.parallel, self._n_threads, self._n_batch)
+            engine = LlamaEngine(self.model_path, self._n_ctx, self.parallel, self._n_threads, self._n_batch,
+                                 flash_attention=not self.fused)  # fused gives exactness up: the faster attention
         except Exception as exc:
             self._trust()  # a file that does not load may be a damaged one: say so rather than "could not load"
             raise BackendUnavailableError(f"the local model could not be loaded ({type(exc).__name__})") from None
@@ -243,7 +244,8 @@ class LocalLlamaBackend:
     def _key(self, system: str) -> str:
         stat = self.model_path.stat() if self.model_path.exists() else None
         identity = f"{stat.st_size}|{stat.st_mtime_ns}" if stat else "0"  # a replaced model never meets old states
-        material = (f"{self.model_path.name}|{identity}|{self._n_ctx}|{self._n_batch}|seq-state|flash-attn|"
+        attention = "no-fa" if self.fused else "flash-attn"  # the cells' values differ
+        material = (f"{self.model_path.name}|{identity}|{self._n_ctx}|{self._n_batch}|seq-state|{attention}|"
                     f"{_USER_HEAD}|{system}")
         return hashlib.sha256(material.encode("utf-8")).hexdigest()[:20]
 
