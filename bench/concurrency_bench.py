@@ -400,11 +400,11 @@ def run_config(config: str, source: Path, models: Path, work: Path, pool: list[C
             say(f"{config}: ready in {ready_s:.0f} s; warming with {args.warmup} question(s)")
             load_bench.warm(url, [list(c.turns) for c in pool[-args.warmup:]] if args.warmup else [], "api",
                             args.warmup, args.timeout)
-            offset = 0
             for n in args.levels:
+                # The same conversations at every level: the work is the same, only how many ask at once changes
+                # (so tok/s at 4 over tok/s at 1 compares like with like).
                 count = max(n, args.conversations)
-                convs = [pool[(offset + i) % len(pool)] for i in range(count)]
-                offset += count
+                convs = [pool[i % len(pool)] for i in range(count)]
                 say(f"{config}: {n} at once, {count} conversations (load average {os.getloadavg()[0]:.2f})")
                 replies, wall = run_level(url, n, convs, args.level_seconds, args.timeout)
                 summary = summarise(n, convs, replies, wall)

@@ -146,8 +146,12 @@ def test_a_misspelt_question_is_answered_from_the_salary_bands(local_coach: Coac
 
 def test_a_question_about_another_country_says_the_figures_are_the_us_markets(local_coach: Coach) -> None:
     answer = local_coach.answer("What does a senior engineering manager earn in Germany?")
-    assert answer.text.startswith("The knowledge base does not cover Germany"), answer.text
-    assert "US Market" in answer.text.split("\n")[0] and "€" not in answer.text
+    assert "€" not in answer.text and "euro" not in answer.text.lower()
+    if answer.out_of_scope:  # the model may decline, honestly (a decline is left as it is): then it states no figure
+        assert answer.text.startswith("The knowledge base does not cover") and "$" not in answer.text, answer.text
+    else:  # or answer with the US figures, which the note says are the US market's
+        assert answer.text.startswith("The knowledge base does not cover Germany"), answer.text
+        assert "US Market" in answer.text.split("\n")[0]
 
 
 def test_answers_are_the_same_alone_and_written_side_by_side(local_coach: Coach) -> None:
