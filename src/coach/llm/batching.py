@@ -318,7 +318,7 @@ class Scheduler:
             victim = others.pop(0)  # the oldest conversation's cache goes first
             after -= victim.own_cells
             self.engine.remove(victim.seq)
-            victim.tokens, victim.shared = [], 0
+            victim.tokens, victim.shared, victim.chunks = [], 0, []
         if after + self._reserved() + need > self.engine.n_ctx:
             if self._busy_slots():
                 return False  # it waits for answers being written to end
@@ -450,7 +450,7 @@ class Scheduler:
     def _fail_all(self, error: BaseException) -> None:
         for slot in self._busy_slots():
             self.engine.remove(slot.seq)
-            slot.tokens, slot.shared = [], 0
+            slot.tokens, slot.shared, slot.chunks = [], 0, []
             self._finish(slot, error)
         with self._cond:
             waiting, self._waiting = list(self._waiting), deque()
