@@ -431,8 +431,8 @@ class Scheduler:
         slot.job, slot.sampler, slot.next_token, slot.text = None, None, None, None
         slot.last_used = time.perf_counter()
         job.done = True
+        self._in_flight_done()  # before the caller hears the end: it may look at the counts at once
         job.out.put(error if error is not None else _END)
-        self._in_flight_done()
 
     def _in_flight_done(self, n: int = 1) -> None:
         with self._cond:
