@@ -50,6 +50,7 @@ class FakeEngine:
         self.shared: list[tuple[int, int, int]] = []
         self.samplers = 0
         self.fail_next: int | None = None
+        self.refuse = False  # load() refuses every state, as llama.cpp does a damaged one
 
     def used(self) -> int:
         prefix = self.cells.get(PREFIX_SEQ, [])
@@ -105,6 +106,8 @@ class FakeEngine:
         return bytes(self.cells[seq])
 
     def load(self, seq: int, data: bytes) -> bool:
+        if self.refuse:
+            return False
         self.cells[seq] = list(data)
         return True
 
@@ -129,7 +132,7 @@ def engine() -> FakeEngine:
 @pytest.fixture
 def scheduler(engine: FakeEngine) -> Scheduler:
     s = Scheduler(engine, queue_limit=4)
-    s.install_prefix(PREFIX, None, lambda e: e.save(PREFIX_SEQ))
+    s.evaluate_prefix(PREFIX)
     yield s
     s.close()
 
@@ -141,7 +144,7 @@ QUESTIONS = [prompt(11, 12), prompt(13), prompt(14, 15, 16), prompt(17, 18)]
 def test_answers_are_the_same_alone_and_in_a_batch(fused: bool) -> None:
     engine = FakeEngine(length=30, step_s=0.002)
     scheduler = Scheduler(engine, queue_limit=4, fused=fused)
-    scheduler.install_prefix(PREFIX, None, lambda e: e.save(PREFIX_SEQ))
+    scheduler.evaluate_prefix(PREFIX)
     alone = [answer(scheduler, q) for q in QUESTIONS]
     assert scheduler.stats["max_batch"] == 1
     together: dict[int, str] = {}
@@ -236,7 +239,7 @@ def test_a_burst_beyond_the_line_is_told_to_come_back() -> None:
 def test_old_conversation_caches_make_room_and_a_prompt_too_long_for_the_cache_is_refused() -> None:
     engine = FakeEngine(n_seq=2, n_ctx=len(PREFIX) + 40, length=5)
     scheduler = Scheduler(engine, queue_limit=2)
-    scheduler.install_prefix(PREFIX, None, lambda e: e.save(PREFIX_SEQ))
+    scheduler.evaluate_prefix(PREFIX)
     for word in range(10, 20):  # each leaves ~8 cells of cache in its slot; the oldest go as needed
         assert answer(scheduler, prompt(word, word + 1), 5).count("<") == 5
     assert engine.used() <= engine.n_ctx
@@ -290,3 +293,15 @@ def test_the_same_prompt_again_reevaluates_the_chunk_its_last_token_was_in(sched
     assert "".join(scheduler.pieces(job)) == first
     assert job.reused == len(PREFIX)  # its prompt chunk began just after the prefix: that chunk again
     assert engine.calls[-4] == len(question) - len(PREFIX)  # evaluated as one chunk, as the first time
+
+
+def test_a_saved_prefix_is_restored_and_one_llama_cpp_refuses_is_not_used(engine: FakeEngine) -> None:
+    scheduler = Scheduler(engine, queue_limit=1)
+    assert scheduler.restore_prefix(PREFIX, bytes(PREFIX))
+    assert answer(scheduler, prompt(5), 3).count("<") == 3 and scheduler.stats["prompt_reused"] == len(PREFIX)
+    engine.refuse = True
+    assert not scheduler.restore_prefix(PREFIX, b"garbled")
+    assert engine.cells[PREFIX_SEQ] == []  # nothing half-restored is left to share
+    engine.refuse = False
+    assert bytes(engine.cells[PREFIX_SEQ]) == b"" and scheduler.evaluate_prefix(PREFIX) == bytes(PREFIX)
+    scheduler.close()

@@ -190,27 +190,34 @@ class Scheduler:
             self._cond.notify()
         return future.result()
 
-    def install_prefix(self, tokens: list[int], state: bytes | None, save: Callable[[Engine], bytes]
-                       ) -> tuple[bool, bytes | None]:
-        """Make sequence 0 hold `tokens`: from `state` when llama.cpp takes it, else by evaluating them.
-
-        Returns (restored, the new state to keep when it was evaluated)."""
-        def install(engine: Engine) -> tuple[bool, bytes | None]:
-            if self._prefix == tokens:
-                return True, None
-            for slot in self._slots:  # cells they shared with the old prefix are theirs alone from now on
-                slot.shared = 0
-            self._prefix = []
-            restored = state is not None and engine.load(PREFIX_SEQ, state)
-            if not restored:
-                engine.remove(PREFIX_SEQ)
-                for start in range(0, len(tokens), engine.n_batch):
-                    chunk = tokens[start:start + engine.n_batch]
-                    engine.decode([Item(t, start + i, PREFIX_SEQ, False) for i, t in enumerate(chunk)])
+    def restore_prefix(self, tokens: list[int], state: bytes) -> bool:
+        """Make sequence 0 hold `tokens` from a saved state; False (and nothing changed) when llama.cpp refuses it."""
+        def restore(engine: Engine) -> bool:
+            self._forget_prefix()
+            if not engine.load(PREFIX_SEQ, state):
+                return False
             self._prefix = list(tokens)
-            return restored, None if restored else save(engine)
+            return True
 
-        return self.call(install)
+        return self.call(restore)
+
+    def evaluate_prefix(self, tokens: list[int]) -> bytes:
+        """Make sequence 0 hold `tokens` by evaluating them (minutes for the knowledge base); returns its state."""
+        def evaluate(engine: Engine) -> bytes:
+            self._forget_prefix()
+            for start in range(0, len(tokens), engine.n_batch):
+                chunk = tokens[start:start + engine.n_batch]
+                engine.decode([Item(t, start + i, PREFIX_SEQ, False) for i, t in enumerate(chunk)])
+            self._prefix = list(tokens)
+            return engine.save(PREFIX_SEQ)
+
+        return self.call(evaluate)
+
+    def _forget_prefix(self) -> None:
+        for slot in self._slots:  # cells they shared with the old prefix are theirs alone from now on
+            slot.shared = 0
+        self._prefix = []
+        self.engine.remove(PREFIX_SEQ)
 
     def status(self) -> dict[str, Any]:
         """What the worker is doing, for /healthz and benchmarks."""

@@ -27,7 +27,7 @@ from coach.config import Settings
 from coach.errors import BackendUnavailableError, ModelMissingError
 from coach.llm.base import Request, current_stop
 from coach.llm.batching import Scheduler
-from coach.llm.engine import PREFIX_SEQ, Sampling
+from coach.llm.engine import Sampling
 from coach.models import CHAT_FILES, ModelFile, Verification, check
 from coach.text import estimate_tokens
 
@@ -269,25 +269,25 @@ class LocalLlamaBackend:
         saved, discarded = self._cache.read(key)
         if saved is not None and (saved.n_tokens != len(tokens) or list(saved.input_ids) != tokens):
             saved, discarded = None, self._cache.discard(key, "the saved one does not fit this model")
-        if saved is None:
-            self._trust()  # never spend minutes on a damaged model file, nor keep a state it computed
-            if discarded:
-                self.notice = f"rebuilding the prompt cache ({discarded}); the first answer waits for it"
+        start = time.perf_counter()
+        if saved is not None:
+            if scheduler.restore_prefix(tokens, saved.llama_state):
+                self.stats["prefix_restore_s"] = time.perf_counter() - start
+                self._prefix_key, self._prefix_tokens = key, tokens
+                return
+            # "Failed to set llama state data": a state llama.cpp refuses; never tried again
+            discarded = self._cache.discard(key, "the saved one could not be restored")
+        self._trust()  # never spend minutes on a damaged model file, nor keep a state it computed
+        if discarded:
+            self.notice = f"rebuilding the prompt cache ({discarded}); the first answer waits for it"
         start = time.perf_counter()
         try:
-            restored, state = scheduler.install_prefix(tokens, saved.llama_state if saved else None,
-                                                       lambda engine: engine.save(PREFIX_SEQ))
+            state = scheduler.evaluate_prefix(tokens)
         finally:
             self.notice = None
-        if restored:
-            self.stats["prefix_restore_s"] = time.perf_counter() - start
-        else:
-            if saved is not None:
-                self._cache.discard(key, "the saved one could not be restored")
-            self.stats["prefix_eval_s"] = time.perf_counter() - start
-            self.stats["prefix_tokens"] = len(tokens)
-            if state is not None:
-                self._cache.write(key, SavedPrefix(len(tokens), np.asarray(tokens, dtype=np.intc), state, 0))
+        self.stats["prefix_eval_s"] = time.perf_counter() - start
+        self.stats["prefix_tokens"] = len(tokens)
+        self._cache.write(key, SavedPrefix(len(tokens), np.asarray(tokens, dtype=np.intc), state, 0))
         self._prefix_key, self._prefix_tokens = key, tokens
 
     # -- generation -----------------------------------------------------------------------------------
