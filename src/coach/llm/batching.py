@@ -1,10 +1,11 @@
 """Continuous batching for the local model: one worker thread decodes every active answer at once.
 
-Generation on a CPU is bound by memory bandwidth: each step reads all the weights once, whether it
-computes the next token of one answer or of four. So a single worker owns the engine (llama.cpp) and,
-step after step, evaluates one batch holding the next token of every answer being written, plus the
-prompt of any question just admitted (continuous batching: a new question joins the running batch at
-the next step instead of waiting for the others to finish).
+A single worker owns the engine (llama.cpp) and, step after step, advances every answer being written by
+one token and evaluates a chunk of the prompt of a question just admitted (continuous batching: a new
+question joins the running answers at the next step instead of waiting for them to finish). Where decoding
+is bound by memory bandwidth, one call for all of them (`fused`) reads the weights once per step; on the
+2-core machines measured here the cores are the limit, a step costs nearly as much per answer in one call
+as in separate ones, and `exact` (a call per answer, the same answer alone or batched) is the default.
 
 Each answer runs in a sequence (a slot) of its own. The knowledge prefix lives in sequence 0 and is
 shared with a slot by tagging its cells, so it is evaluated once for everybody. A slot that finished
@@ -277,11 +278,7 @@ class Scheduler:
                 self._finish(slot)
         with self._cond:
             gone = [job for job in self._waiting if job.cancelled]
-            for job in gone:
-                self._waiting.remove(job)
-                self._in_flight -= 1
-                job.done = True
-                job.out.put(_END)
+        self._drop_waiting(gone, _END)
 
     def _admit(self) -> None:
         while True:
@@ -305,8 +302,9 @@ class Scheduler:
         """Start the job in the free slot that already holds most of its prompt; False when there is no room yet."""
         free = [s for s in self._slots if s.job is None]
         limit = len(job.tokens) - 1  # at least one token is evaluated: its logits give the first token
-        best = max(free, key=lambda s: (min(common_prefix(s.tokens, job.tokens), limit), -s.last_used))
-        reuse = min(common_prefix(best.tokens, job.tokens), limit)
+        held = {s.seq: min(common_prefix(s.tokens, job.tokens), limit) for s in free}
+        best = max(free, key=lambda s: (held[s.seq], -s.last_used))
+        reuse = held[best.seq]
         from_prefix = min(common_prefix(self._prefix, job.tokens), limit)
         use_prefix = from_prefix > reuse
         if use_prefix:  # start from the shared prefix, in the free slot whose cache is oldest
@@ -329,11 +327,7 @@ class Scheduler:
         if after + self._reserved() + need > self.engine.n_ctx:
             if self._busy_slots():
                 return False  # it waits for answers being written to end
-            with self._cond:  # it will never fit: say so rather than wait for ever
-                self._waiting.popleft()
-            job.done = True
-            self._in_flight_done()
-            job.out.put(BackendUnavailableError(
+            self._drop_waiting([job], BackendUnavailableError(  # it will never fit: say so rather than wait for ever
                 f"the prompt ({len(job.tokens)} tokens) does not fit the context window ({self.engine.n_ctx})"))
             return True
         if use_prefix:
@@ -356,8 +350,8 @@ class Scheduler:
 
         `exact`: each sequence is its own llama_decode call, so every token is computed exactly as it would be
         alone (greedy answers do not depend on who else is asking). `fused`: all of them in one call, which
-        reads the weights once per step; on a CPU whose cores are the limit it gains little and its results
-        differ in the last bits with the batch's size (see the README's figures).
+        reads the weights once per step; on a CPU whose cores are the limit it gains little, and its results
+        change with the batch's size (logits up to 0.4 apart; see the README's figures).
         """
         writing = [s for s in self._slots if s.job is not None and s.next_token is not None]
         prompts = sorted((s for s in self._slots if s.job is not None and s.pending),
@@ -441,9 +435,9 @@ class Scheduler:
         self._in_flight_done()  # before the caller hears the end: it may look at the counts at once
         job.out.put(error if error is not None else _END)
 
-    def _in_flight_done(self, n: int = 1) -> None:
+    def _in_flight_done(self) -> None:
         with self._cond:
-            self._in_flight -= n
+            self._in_flight -= 1
 
     def _decode_failed(self, exc: DecodeError, slots: list[_Slot]) -> None:
         """No room in the cache, or a failed computation: those answers end with an error, their cells cleared."""
@@ -460,8 +454,15 @@ class Scheduler:
             slot.tokens, slot.shared, slot.chunks = [], 0, []
             self._finish(slot, error)
         with self._cond:
-            waiting, self._waiting = list(self._waiting), deque()
-            self._in_flight -= len(waiting)
-        for job in waiting:
-            job.done = True
-            job.out.put(error)
+            waiting = list(self._waiting)
+        self._drop_waiting(waiting, error)
+
+    def _drop_waiting(self, jobs: list[Job], item: object) -> None:
+        """Take jobs out of the line (not started): they end with `item` (the end, or an error)."""
+        with self._cond:
+            for job in jobs:
+                self._waiting.remove(job)
+                job.done = True
+            self._in_flight -= len(jobs)
+        for job in jobs:
+            job.out.put(item)

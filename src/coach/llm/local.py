@@ -304,7 +304,7 @@ class LocalLlamaBackend:
         if system and rest.startswith(_USER_HEAD):
             rest = rest[len(_USER_HEAD):]
         elif system:  # not a user turn next: the scheduler reuses the prefix up to where the prompts differ
-            prefix = self._tokens(_chatml("system", system))
+            prefix = prefix[: len(prefix) - len(self._tokens(_USER_HEAD))]
         tokens = prefix + self._tokens(rest + _ASSISTANT_HEAD)
         if len(tokens) + max_tokens > self._n_ctx:
             raise BackendUnavailableError(
