@@ -59,7 +59,8 @@ HELD_OUT = [
       "Science. Am I ready for this role?"], "ready", r"12 years"),
     (["With 8 years of development and 5 years of technical leadership, plus a PhD in machine learning, "
       "am I ready?"], "ready", r"8\+ years asked.*you have 8 years: met"),
-    (["Seven years writing software, four years as a team lead, and a BSc in physics. Am I qualified?"], "close",
+    # two gaps, each a year: not close
+    (["Seven years writing software, four years as a team lead, and a BSc in physics. Am I qualified?"], "not_yet",
      r"1 more year"),
     (["I'm a developer with 7 years of experience, I've led a team for 5 years, and I have a bachelor's in computer "
       "science. Am I ready?"], "close", r"1 more year"),

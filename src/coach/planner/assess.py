@@ -12,13 +12,16 @@ Requirement status
   "people management"): met when the person has led people or led for some years; missing when they
   have never led; else unknown.
 - skills: met when the person named enough of its terms (two for "multiple"; every one for an "and"
-  list); partly when some; missing when the person named skills but none of these; unknown when they
-  named no skills at all.
+  list); partly when some; unknown when they named none of them (not naming a skill is not lacking it).
 
 Verdict (only requirements that are must-haves count; nice-to-haves never change it)
-- not_yet: a years or education requirement is not met, and not every such gap is a year or less.
-- close: every unmet years/education gap is at most one year; or all of them are met but a must-have
-  skill is missing or partly there.
+- years items are compared with the person's years of the item's own activity: the development or
+  leadership years for those kinds, else the experience entry whose activity matches (see
+  `experience.match_years`); an activity the person never mentioned is unknown, never borrowed.
+- not_yet: a years or education requirement is not met and the gap is more than a year, or it is a degree;
+  or two or more must-haves among years, education and leading people (the practice items) are unmet.
+- close: exactly one of those is unmet, and it is a years gap of at most one year or a practice item (it
+  can be closed soon); or all of them are met but a must-have skill is missing or partly there.
 - unknown ("not enough information"): nothing is unmet, but a years or education requirement is unknown.
 - ready: every years and education requirement is met and no must-have skill is missing or partly there
   (skills the person did not mention are listed to confirm).
@@ -32,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from coach.planner.card import Cite, Requirement, RoleCard, Rung
+from coach.planner.experience import match_years
 from coach.planner.profile import Profile, degree_rank, matches_term
 
 Status = Literal["met", "partly", "missing", "unknown"]
@@ -122,7 +126,8 @@ def _education_row(req: Requirement, profile: Profile) -> Row:
 
 def _skill_row(req: Requirement, profile: Profile, leadership_group: str | None) -> Row:
     required = req.text.rstrip(".")
-    if req.group == leadership_group:  # listed beside the leadership years: shown by having led people
+    # listed beside the leadership years, or about leading or mentoring people: shown by having led people
+    if req.group == leadership_group or req.category == "practice":
         led = [v for v in (profile.people_managed, profile.years_leadership) if v is not None]
         if any(v > 0 for v in led):
             people = f"led {profile.people_managed} people" if profile.people_managed else ""
@@ -141,7 +146,19 @@ def _skill_row(req: Requirement, profile: Profile, leadership_group: str | None)
     if hits:
         return Row(req, "partly", have, required, f"{req.need - len(hits)} more of: "
                    + ", ".join(t for t in req.terms if t not in hits))
-    return Row(req, "missing", have, required)
+    # Not naming a skill is not lacking it: unknown (to confirm), so silence never changes a verdict.
+    return Row(req, "unknown", "not mentioned", required)
+
+
+def years_for(req: Requirement, profile: Profile) -> float | None:
+    """The person's years of the requirement's activity: the development or leadership years for those kinds (read
+    from the entries, or given in the form), else the entry whose activity matches it; None when nobody said."""
+    if req.years_of == "leadership":
+        return profile.years_leadership
+    if req.years_of == "development":
+        return profile.years_development
+    entry = match_years(req.activity or req.text, profile.experience)
+    return entry.years if entry else None
 
 
 def rows_for(profile: Profile, card: RoleCard) -> list[Row]:
@@ -150,8 +167,7 @@ def rows_for(profile: Profile, card: RoleCard) -> list[Row]:
     leading = card.minimum_years("leadership")
     for req in card.requirements:
         if req.years is not None:
-            have = profile.years_leadership if req.years_of == "leadership" else profile.years_development
-            out.append(_years_row(req, have))
+            out.append(_years_row(req, years_for(req, profile)))
         elif req.degree:
             out.append(_education_row(req, profile))
         else:
@@ -162,14 +178,20 @@ def rows_for(profile: Profile, card: RoleCard) -> list[Row]:
 def verdict_of(rows: list[Row]) -> tuple[Verdict, list[str]]:
     """The verdict by the rules in this module's docstring, with the reasons in words."""
     hard = [r for r in rows if r.must and r.requirement.kind in ("years", "education")]
+    practice = [r for r in rows
+                if r.must and r.requirement.category == "practice" and r.status in ("partly", "missing")]
     unmet = [r for r in hard if r.status in ("partly", "missing")]
+    reasons = [f"{r.requirement.text.rstrip('.')}: you have {r.have}" + (f" ({r.gap})" if r.gap else "")
+               for r in [*unmet, *practice]]
     if unmet:
         small = all(r.requirement.kind == "years" and r.status == "partly" and _gap_years(r) <= 1 for r in unmet)
-        return ("close" if small else "not_yet"), [f"{r.requirement.text.rstrip('.')}: you have {r.have}"
-                                                   + (f" ({r.gap})" if r.gap else "") for r in unmet]
+        # two gaps are not "close", even small ones; a gap in leading people counts beside a years gap
+        return ("close" if small and len(unmet) + len(practice) == 1 else "not_yet"), reasons
     unknown = [r for r in hard if r.status == "unknown"]
     if unknown:
         return "unknown", [f"not stated: {r.requirement.text.rstrip('.')}" for r in unknown]
+    if len(practice) > 1:
+        return "not_yet", reasons
     weak = [r for r in rows if r.must and r.requirement.kind == "skill" and r.status in ("partly", "missing")]
     if weak:
         return "close", [f"{r.requirement.text.rstrip('.')}: {r.have}" for r in weak]
@@ -205,7 +227,8 @@ def _priorities(rows: list[Row], card: RoleCard, verdict: Verdict, nxt: Rung | N
         step = card.actions[action]
         req = row.requirement
         if req.kind == "years":
-            what = "technical leadership" if req.years_of == "leadership" else "software development"
+            what = {"leadership": "technical leadership", "development": "software development"}.get(
+                req.years_of or "", req.activity or "the work asked for")
             text = f"Gain {row.gap} of {what} ({req.years}+ years asked; you have {row.have})"
         elif req.kind == "education":
             text = f"Education: {row.required} ({'nice to have' if not req.must else 'asked'}; you have {row.have})"
@@ -230,7 +253,7 @@ def _notes(rows: list[Row], card: RoleCard, profile: Profile) -> list[str]:
     for conflict in card.conflicts:
         first, *others = conflict.statements
         req = next((r for r in card.requirements if r.text == first.text), None)
-        have = profile.years_leadership if req and req.years_of == "leadership" else profile.years_development
+        have = years_for(req, profile) if req else None
         if req is None or req.years is None or have is None or have >= req.years:
             continue
         lows = [int(m.group(1)) for s in others if (m := re.search(r"(\d+)\s*[-–]\s*\d+\s*years?", s.text))]

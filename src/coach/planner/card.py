@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from coach.planner.experience import concepts_of
 from coach.retrieval import Passage
 
 DEGREES = ("bachelor", "master", "phd")  # in order: a higher one satisfies a lower one
@@ -45,6 +46,17 @@ _LEADERSHIP = re.compile(r"leader|leadership|manag|supervis|mentor", re.IGNORECA
 _DEGREE_WORDS = {"bachelor": re.compile(r"bachelor|\bbsc?\b|\bb\.s\.", re.IGNORECASE),
                  "master": re.compile(r"master|\bmsc?\b|\bm\.s\.", re.IGNORECASE),
                  "phd": re.compile(r"\bph\.?d\b|doctora", re.IGNORECASE)}
+# Words that make an item optional, on the bullet (its own clause) or on its heading.
+OPTIONAL = re.compile(r"\bpreferred\b|\ba plus\b|\bnice[\s-]to[\s-]have\b|\bnice\b|\boptional\b|\bvalued\b|\bbonus\b|"
+                      r"\bnot (?:a )?(?:strictly )?(?:required|requirement|necessary|mandatory)\b|\bdesirable\b|"
+                      r"\ban? advantage\b|\badvantageous\b|\bhelpful\b|\bwelcome\b|\bappreciated\b|\bideally\b",
+                      re.IGNORECASE)
+# Leading or mentoring people, with no years attached ("Experience managing or mentoring other product managers").
+_PRACTICE = re.compile(r"\b(?:lead|leading|mentor\w*|coach\w*|grow|supervis\w*)\b[^.]{0,40}?\b(?:teams?|people|"
+                       r"engineers|managers|members|reports|others?|staff)\b|\bpeople management\b|"
+                       r"\bteam supervision\b|\bmanag\w*\s+(?:or\s+\w+\s+)?(?:other|a team|teams|people)\b",
+                       re.IGNORECASE)
+_CERTIFICATION = re.compile(r"\bcertifi\w*|\bcredential", re.IGNORECASE)
 _STOP = frozenset("a an the of in for with and or to on at by its their".split())
 
 
@@ -72,17 +84,30 @@ class Requirement:
     must: bool  # False: nice to have (desirable, preferred)
     cite: Cite
     years: int | None = None  # a minimum number of years ("8+ years")
-    years_of: YearsOf | None = None
+    years_of: YearsOf | None = None  # development or leadership; None for any other activity
     degree: str | None = None  # the lowest degree that satisfies it (bachelor, master, phd)
     fields: tuple[str, ...] = ()  # fields of study named for the degree
     terms: tuple[str, ...] = ()  # skills or topics that show it
     need: int = 1  # how many of the terms make it met
     actions: tuple[int, ...] = ()  # indexes into RoleCard.actions: what the knowledge base says to do about it
+    activity: str | None = None  # for a years item: what the years are of ("designing large-scale data pipelines")
 
     @property
     def kind(self) -> str:
-        """years, education, or skill."""
+        """years, education, or skill (the three ways a requirement is compared with a person)."""
         return "years" if self.years is not None else "education" if self.degree else "skill"
+
+    @property
+    def category(self) -> str:
+        """What the item is, as data: years, degree, certification, practice (leading or mentoring people, no
+        years attached) or skill."""
+        if self.years is not None:
+            return "years"
+        if self.degree:
+            return "degree"
+        if _CERTIFICATION.search(self.text):
+            return "certification"
+        return "practice" if _PRACTICE.search(self.text) else "skill"
 
 
 @dataclass(frozen=True)
@@ -191,19 +216,44 @@ def _degree(bullet: str) -> tuple[str | None, tuple[str, ...]]:
         return None, ()
     match = re.search(r"\bin\s+(.+?)(?:\.|$)", bullet)
     fields: tuple[str, ...] = ()
-    if match and not re.match(r"ai-related|related", match.group(1), re.IGNORECASE):
+    if match and not re.match(r"ai-related|related|any\b", match.group(1), re.IGNORECASE):
         fields = tuple(t for t in (_clean_term(p) for p in re.split(r",\s*|\s+or\s+", match.group(1)))
                        if t and "related" not in t.lower())
     return found[0], fields
 
 
+def activity_of(bullet: str) -> str | None:
+    """What a years bullet's years are of: the words after "years", without "of", "in" and "experience"."""
+    match = _YEARS.search(bullet)
+    if not match:
+        return None
+    after = re.split(r"[.;:(]|,\s+(?:and|or|with|including|ideally|preferably|especially|focusing|focused|mostly|"
+                     r"mainly|"
+                     r"primarily|such as|at least)\b|\s+(?:with|including|where)\s",
+                     bullet[match.end():], maxsplit=1)[0]
+    after = re.sub(r"^\s*(?:of\s+(?:professional\s+|hands-on\s+|relevant\s+)?(?:experience\s+)?"
+                   r"(?:in\s+|as\s+(?:an?\s+)?)?"
+                   r"|in\s+|as\s+(?:an?\s+)?|experience\s+(?:in\s+|with\s+)?|spent\s+)", "", after, flags=re.IGNORECASE)
+    after = re.sub(r"\s+(?:experience|background|roles?|positions?)\s*$", "", after.strip(), flags=re.IGNORECASE)
+    return after.strip(" ,") or None
+
+
 def _years(bullet: str) -> tuple[int | None, YearsOf | None]:
-    """The years a bullet asks for and of what: the words right after "years" say (development by default)."""
+    """The years a bullet asks for and of what kind: development or leadership when its activity names that kind
+    (and no other), else None (an activity of its own, compared only with what the person says of it)."""
     match = _YEARS.search(bullet)
     if not match:
         return None, None
-    after = " ".join(bullet[match.end():].split()[:5])
-    return int(match.group(1)), "leadership" if _LEADERSHIP.search(after) else "development"
+    activity = activity_of(bullet) or ""
+    kinds = concepts_of(activity)
+    if not activity.strip() or re.fullmatch(r"(?:professional|relevant|work|industry)?\s*", activity, re.I):
+        kinds = {"development"}  # "8+ years of experience": of the role's work, development in the seed's terms
+    if kinds == {"leadership"} or (_LEADERSHIP.search(activity) and not kinds - {"leadership", "development"}
+                                   and "leadership" in kinds):
+        return int(match.group(1)), "leadership"
+    if kinds == {"development"}:
+        return int(match.group(1)), "development"
+    return int(match.group(1)), None
 
 
 def _requirements(passages: Iterable[Passage]) -> list[Requirement]:
@@ -213,16 +263,30 @@ def _requirements(passages: Iterable[Passage]) -> list[Requirement]:
         if "requirement" not in p.section.lower():
             continue
         group = p.subsection or p.section
-        nice_group = bool(re.search(r"desirable|preferred|nice|plus|bonus", group, re.IGNORECASE))
-        for text in bullets(p.text):
+        nice_group = bool(OPTIONAL.search(group)) or bool(re.search(r"\bplus\b|\bbonus", group, re.IGNORECASE))
+        for text in _items(bullets(p.text)):
             n = counts.get(group, 0)
             counts[group] = n + 1
             years, years_of = _years(text)
             degree, fields = _degree(text)
             terms, need = ((), 1) if years is not None or degree else terms_of(text)
-            must = not nice_group and not re.search(r"\bpreferred\b|\bnice to have\b", text, re.IGNORECASE)
+            must = not nice_group and not OPTIONAL.search(text)
             out.append(Requirement(f"{_slug(group)}/{n}", group, text, must, Cite.of(p), years, years_of, degree,
-                                   fields, terms, need))
+                                   fields, terms, need, activity=activity_of(text) if years is not None else None))
+    return out
+
+
+def _items(texts: list[str]) -> list[str]:
+    """Bullets as requirement items: a bullet whose later clause alone is optional ("Bachelor's degree in X; an MBA
+    is valued but optional") is two items, the required one and the optional one; a closing sentence glued onto the
+    last bullet (no requirement words in it) is left out."""
+    out = []
+    for text in texts:
+        head, sep, tail = text.partition("; ")
+        if sep and OPTIONAL.search(tail) and not OPTIONAL.search(head):
+            out += [head.rstrip(" ;") + ".", tail]
+        else:
+            out.append(text)
     return out
 
 
@@ -265,9 +329,11 @@ def _conflicts(requirements: list[Requirement], mentions: list[Statement]) -> li
         if req.years is None or req.years_of is None or not req.must:
             continue
         others = [m for m in mentions if m.cite.passage_id != req.cite.passage_id
-                  and _years(m.text)[1] == req.years_of and _span(m.text) != _span(req.text)]
+                  and _years(m.text)[1] == req.years_of and _span(m.text) != _span(req.text)
+                  and (req.years_of is not None
+                       or concepts_of(activity_of(m.text) or "") == concepts_of(req.activity or ""))]
         if others:
-            out.append(Conflict(f"years of {req.years_of}", (Statement(req.text, req.cite), *others)))
+            out.append(Conflict(f"years of {req.years_of or req.activity}", (Statement(req.text, req.cite), *others)))
     return out
 
 

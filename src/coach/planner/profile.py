@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from coach.planner.card import DEGREES, RoleCard
+from coach.planner.experience import Entry, match_years, read_entries
 
 DegreeLevel = Literal["none", "bachelor", "master", "phd"]
 MAX_YEARS = 60  # a working life: more than this is a typo, not a career
@@ -48,15 +49,20 @@ _PATTERNS_LEAD = [
                rf"(?:(?!\b(?:i|i've|i'm|have|has|been|worked|working|coding|programming|writing|developing|developer|"
                rf"programmer|engineer)\b)[^.;,]){{0,40}}?\bfor\s+{_YEARS}", re.IGNORECASE),
 ]
-_NEVER_LED = re.compile(r"\b(?:never|not yet|haven't|have not|hasn't|didn't|did not)\s+(?:\w+\s+){0,2}?"
-                        r"(?:led|lead|managed|manage|supervised)\b|\bno (?:leadership|management|people[- ]management)"
-                        r"(?: experience)?\b", re.IGNORECASE)
+_NEVER_LED = re.compile(r"\b(?:never|not yet|haven't|have not|hasn't|didn't|did not|don't|do not)\s+(?:\w+\s+){0,2}?"
+                        r"(?:led|lead|managed|manage|supervised|mentor|mentored|coach|coached)\b|"
+                        r"\bno (?:leadership|management|people[- ]management)(?: experience)?\b|"
+                        r"\b(?:nobody|no one|none of \w+) reports? to me\b|\bno direct reports\b", re.IGNORECASE)
 _PEOPLE = [  # people the person led, not people they worked beside ("worked with 200 engineers")
     re.compile(rf"\bteam of {_NUM}\b", re.IGNORECASE),
     re.compile(rf"\b{_NUM}\s+direct reports\b", re.IGNORECASE),
     re.compile(rf"\b(?:led|lead|leading|managed|manage|managing|manager of|supervis\w*|oversee\w*|oversaw|mentor\w*)"
                rf"\s+(?:a\s+(?:group|team)\s+of\s+)?{_NUM}\s+(?:\w+\s+)?(?:engineers|developers|people|scientists|"
-               rf"reports|staff)\b", re.IGNORECASE),
+               rf"reports|staff|pms?|product managers?|managers?|designers|analysts|members|juniors?|interns?)\b",
+               re.IGNORECASE),
+    re.compile(rf"\b(?:mentor\w*|coach\w*|manag\w*|lead\w*|supervis\w*)\s+{_NUM}\s+(?:\w+\s+){{0,2}}?"
+               rf"(?:pms?|product managers?|engineers?|developers?|people|reports?|designers?|analysts?)\b",
+               re.IGNORECASE),
 ]
 _TOTAL = re.compile(rf"{_YEARS}\s+(?:of\s+)?(?:experience|work(?:ing)?)\s+(?:in total|overall|altogether|total)"
                     rf"|{_YEARS}\s+(?:in total|overall|altogether)", re.IGNORECASE)
@@ -102,6 +108,8 @@ class Profile(BaseModel):
     current_base_salary: int | None = Field(None, ge=0, le=100_000_000, description="Current base salary (USD).")
     location: str | None = Field(None, max_length=80, description="Where the person works.")
     target_role: str | None = Field(None, max_length=120, description="The role the person aims for.")
+    experience: list[Entry] = Field(default_factory=list, max_length=100,
+                                    description="How long the person did what: activity, years, and the quote.")
 
     def known(self) -> dict[str, Any]:
         """The fields that are known."""
@@ -111,6 +119,10 @@ class Profile(BaseModel):
         """This profile updated with what `newer` knows (skills are added, not replaced)."""
         data = {**self.model_dump(), **{k: v for k, v in newer.known().items() if k != "skills"}}
         data["skills"] = list(dict.fromkeys([*self.skills, *newer.skills]))
+        # newer entries replace older ones of the same activity; the others stay
+        acts = {e.activity.lower() for e in newer.experience}
+        data["experience"] = [e.model_dump() for e in self.experience if e.activity.lower() not in acts] + \
+            [e.model_dump() for e in newer.experience]
         return Profile.model_validate(data)
 
 
@@ -183,23 +195,34 @@ def _degrees_held(text: str) -> tuple[str, re.Match[str]] | None:
 
 
 _I_AM = r"(?:i'm|i am|im|i work as|i'm working as|i've been|i have been|as|my (?:current )?(?:role|title|job|" \
-        r"position) is)\s+(?:now\s+|currently\s+)?(?:a|an|the)?\s*"
+        r"position) is|i was promoted to|i got promoted to|promoted to)\s+(?:now\s+|currently\s+|already\s+)*" \
+        r"(?:a|an|the)?\s*"
+# A band named by its level alone ("Entry Level", "Mid-Level", "Senior Level") is held by a person who names a role
+# noun after it ("a mid-level manager"); a rung named as a job title ("Group Product Manager", "Staff Data Engineer",
+# "Director of AI Engineering") is held by a person who names that title.
+_BAND_WORDS = frozenset("entry junior mid middle senior level top principal staff".split())
 
 
 def _level(text: str, card: RoleCard) -> str | None:
-    """The rung of the ladder the person says they are on ("I'm a mid-level manager", "I'm a VP of AI/ML")."""
-    text = re.sub(re.escape(card.role), " ", text, flags=re.IGNORECASE)  # naming the role is not holding it
-    for rung in card.ladder:
-        if rung.tier:
-            continue
-        words = [w for w in re.findall(r"[A-Za-z]+", rung.title) if w.lower() not in {"of", "level", "the"}]
+    """The rung of the ladder the person says they are on ("I'm a mid-level manager", "I'm a VP of AI/ML", "I'm a
+    Staff Data Engineer now"); the highest one named when several are."""
+    without_role = re.sub(re.escape(card.role), " ", text, flags=re.IGNORECASE)  # naming the role is not holding it
+    found = None
+    # the role's own noun ("Manager" of "Senior Software Engineering Manager in AI") follows a band's level
+    noun = (re.split(r"\s+(?:in|of|for|at)\s+|,", card.role)[0].split() or ["manager"])[-1]
+    for rung in card.steps():
+        words = [w for w in re.findall(r"[A-Za-z]+", rung.title) if w.lower() not in {"of", "the"}]
         pattern = r"[\s/-]+(?:of\s+)?".join(map(re.escape, words))
-        if rung.above_role and re.search(rf"\b{_I_AM}{pattern}\b", text, re.IGNORECASE):
-            return rung.title
-        band = rf"\b{_I_AM}{pattern}(?:[\s-]*level)?\s+(?:\w+\s+){{0,2}}?manager\b"
-        if not rung.above_role and re.search(band, text, re.IGNORECASE):
-            return rung.title
-    return None
+        if {w.lower() for w in words} <= _BAND_WORDS:  # a band by level: a role noun must follow
+            core = [w for w in words if w.lower() != "level"]
+            pattern = r"[\s/-]+".join(map(re.escape, core))
+            band = rf"\b{_I_AM}{pattern}(?:[\s-]*level)?\s+(?:\w+\s+){{0,2}}?{re.escape(noun)}s?\b"
+            hit = re.search(band, without_role, re.IGNORECASE)
+        else:
+            hit = re.search(rf"\b{_I_AM}{pattern}\b", text, re.IGNORECASE)
+        if hit:
+            found = rung.title  # steps are in order: a later match is a higher rung
+    return found
 
 
 def read_profile(text: str, card: RoleCard) -> Reading:
@@ -217,6 +240,13 @@ def read_profile(text: str, card: RoleCard) -> Reading:
         if not (lead and m.start() < lead.end() and lead.start() < m.end()) and not _TOTAL.match(text, m.start()):
             data["years_development"], reading.evidence["years_development"] = _years(m), m.group(0)
             break
+    # The grammar of experience entries reads durations in every common form; where it names development or
+    # leadership it decides those years, the older patterns above are kept for what it does not read.
+    entries = read_entries(text)
+    data["experience"] = [e.model_dump() for e in entries]
+    for name, activity in (("years_development", "software development"), ("years_leadership", "technical leadership")):
+        if (entry := match_years(activity, entries)) and entry.years != data.get(name):
+            data[name], reading.evidence[name] = entry.years, entry.quote
     if m := _first(_PEOPLE, text):
         data["people_managed"], reading.evidence["people_managed"] = int(_number(m.group(1))), m.group(0)
     if _NO_DEGREE.search(text):

@@ -61,6 +61,8 @@ def focus_of(question: str) -> list[str]:
 def _label(row: Row) -> str:
     req = row.requirement
     if req.years is not None:
+        if req.years_of is None and req.activity:  # an activity of its own: named as the role's text names it
+            return req.activity[:1].upper() + req.activity[1:]
         return "Technical leadership" if req.years_of == "leadership" else "Software development"
     return "Education" if req.degree else req.group
 
@@ -120,7 +122,9 @@ def _skills(a: Assessment, cite: _Citer) -> list[str]:
     if not a.profile.skills:
         return []
     met = [r for r in rows if r.status == "met"]
-    gaps = [r for r in rows if r.status in ("partly", "missing")]
+    # a skill not named is listed as not among what was named (to confirm), not as lacking: the verdict ignores it
+    gaps = [r for r in rows
+            if r.status in ("partly", "missing") or (r.status == "unknown" and r.have == "not mentioned")]
     out = []
     if met:
         out.append("Skills you named that the role asks for: " + "; ".join(
@@ -261,8 +265,11 @@ def to_dict(a: Assessment, problems: list[str] | None = None) -> dict[str, Any]:
         "verdict_text": VERDICT_WORDS[a.verdict],
         "reasons": list(a.reasons),
         "requirements": [{"id": r.requirement.id, "group": r.requirement.group, "requirement": r.requirement.text,
-                          "must": r.requirement.must, "status": r.status, "have": r.have, "required": r.required,
-                          "gap": r.gap, "source": cite(r.requirement.cite)} for r in a.rows],
+                          "must": r.requirement.must, "optional": not r.requirement.must,
+                          "kind": r.requirement.category, "status": r.status, "have": r.have,
+                          "required": r.required, "gap": r.gap, "source": cite(r.requirement.cite),
+                          **({"activity": r.requirement.activity, "min_years": r.requirement.years}
+                             if r.requirement.years is not None else {})} for r in a.rows],
         "ladder": {"current": rung(a.current), "next": rung(a.next),
                    "rungs": [{**rung(r), "tier": r.tier, "above_role": r.above_role} for r in a.card.ladder]},
         "priorities": [{"text": f"{p.text}: {p.action}" if p.text else p.action, "gap": p.text, "action": p.action,
