@@ -326,7 +326,7 @@ def _conflicts(requirements: list[Requirement], mentions: list[Statement]) -> li
     """Requirements whose years another passage states differently ("8+" here, "5-10" there)."""
     out = []
     for req in requirements:
-        if req.years is None or req.years_of is None or not req.must:
+        if req.years is None or not req.must:
             continue
         others = [m for m in mentions if m.cite.passage_id != req.cite.passage_id
                   and _years(m.text)[1] == req.years_of and _span(m.text) != _span(req.text)

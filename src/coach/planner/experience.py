@@ -101,11 +101,16 @@ have has had been be being was were am is are do did done doing having get got y
 experience experiences professional hands-on industry total overall work worked working job role roles career
 them those these which who that this last past since now currently also still about around roughly nearly almost
 over more than some close plus full time full-time then while but so all""".split())
-_STEM_END = re.compile(r"(?:ing|ed|ers|er|es|s|ment|ments|ion|ions)$")
+_SUFFIXES = ("ments", "ment", "ings", "ing", "ions", "ion", "ers", "er", "ed", "es", "s")
 
 
 def _stem(word: str) -> str:
-    return _STEM_END.sub("", word) if len(word) > 4 else word
+    """A light stem: one suffix off, then a final e ("pipelines", "pipeline" -> "pipelin"; "managed" -> "manag")."""
+    for suffix in _SUFFIXES:
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            word = word[:-len(suffix)]
+            break
+    return word.rstrip("e") if len(word) > 3 else word
 
 
 def content_words(text: str) -> set[str]:
