@@ -575,3 +575,11 @@ def test_an_off_topic_question_is_not_covered_by_the_real_index(make_real_coach:
     fake = FakeChat(["It will be sunny."])
     _, answer = ask(make_real_coach(fake), question)
     assert answer.out_of_scope and fake.calls == [] and not answer.sources
+
+
+def test_a_model_saying_a_required_degree_is_not_required_is_corrected(make_coach: Callable[..., Coach]) -> None:
+    coach = make_coach(FakeChat(["No, a degree is not required for this role [1]."]))
+    _, answer = ask(coach, "Do you need a bachelor's degree for this role?")
+    assert "not required" not in answer.text
+    assert "It is required" in answer.text and "Bachelor's degree in Computer Science" in answer.text
+    assert any(s.section == "Requirements" for s in answer.sources)

@@ -175,7 +175,8 @@ def test_a_threshold_reached_exactly_is_met_and_a_month_short_is_not(years: floa
 def test_an_activity_threshold_at_the_boundary(pipeline_years: float, status: str) -> None:
     card = card_of(DATA_ROLE)
     profile = Profile(experience=[Entry(activity="designing data pipelines", years=pipeline_years)])
-    row = next(r for r in assess(profile, card).rows if r.requirement.activity == "designing large-scale data pipelines")
+    row = next(r for r in assess(profile, card).rows
+               if r.requirement.activity == "designing large-scale data pipelines")
     assert row.status == status
 
 
@@ -251,3 +252,16 @@ def test_profiles_keep_their_entries_through_json(tmp_path: Path) -> None:
     assert again == profile
     assert {(e.activity, e.years) for e in again.experience} == {("software development", 9.0),
                                                                   ("designing data pipelines", 3.0)}
+
+
+@pytest.mark.parametrize(("text", "flagged"), [
+    ("No, a degree is not required for this role [1].", True),
+    ("You don't need a bachelor's degree to become one [2].", True),
+    ("A bachelor's degree is required [1]; a master's is optional [1].", False),
+    ("A Master's or PhD is often preferred but not required [1].", False),
+    ("A bachelor's degree in Computer Science is expected [1].", False),
+    ("8+ years of experience are not strictly required [1].", True),
+])
+def test_a_model_answer_that_calls_a_requirement_not_required_is_caught(text: str, flagged: bool) -> None:
+    from coach.planner.phrasing import denied
+    assert bool(denied(text, card_of().requirements)) is flagged

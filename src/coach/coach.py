@@ -26,7 +26,7 @@ from coach.generation import Response
 from coach.guards import StreamGuard, looks_like_injection, secret_ngrams
 from coach.llm.base import ChatBackend, Request
 from coach.planner import Planner, Profile, Reading, read_profile, with_model_help
-from coach.planner.phrasing import contradiction
+from coach.planner.phrasing import contradiction, denied
 from coach.planner.resume import resume_text
 from coach.prompting import Prompt, Prompter
 from coach.prompts import Prompts
@@ -220,6 +220,7 @@ class Coach:
                 best = evidence.best
                 text = shape.qualified(text, unknown, evidence.passages[best.source - 1] if best else None)
             text += completion(text, form, checks.cite)
+            text = self._requirement_kept(text, library, checks)
             answer.sources = checks.sources
         self._account(answer, response, prompt, checks, start)
         if checked.text != checks.shown.strip() or not text.startswith(checked.text):
@@ -229,6 +230,18 @@ class Coach:
         if answer.replayable and prompt.mode == "knowledge":
             self.replay.remember(text, conversation.Said(answer.question, prompt.user, answer.raw))
         yield self._done(answer, text, start)
+
+    def _requirement_kept(self, text: str, library: Any, checks: StreamChecks) -> str:
+        """A sentence calling a required item of the role not required is replaced by the requirement, cited."""
+        card = self.planner.card(library)
+        wrong = denied(text, card.requirements)
+        by_id = {p.id: p for p in library.passages}
+        for sentence, req in wrong:
+            passage = by_id.get(req.cite.passage_id)
+            cite = f" [{checks.cite(passage)}]" if passage is not None else ""
+            text = text.replace(sentence, f"It is required: the role's requirements list \"{req.text.rstrip('.')}\""
+                                f"{cite}.", 1)
+        return text
 
     def _plan(self, answer: Answer, history: list[dict[str, Any]] | None, profile: Profile | None,
               library: Library, start: float) -> Iterator[Event]:

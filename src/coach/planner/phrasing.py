@@ -11,6 +11,7 @@ import re
 
 from coach import grounding
 from coach.planner.assess import Verdict
+from coach.planner.card import Requirement
 
 _STATES = {
     "ready": re.compile(r"\bready\b", re.IGNORECASE),
@@ -39,3 +40,34 @@ def contradiction(phrased: str, plain: str, verdict: Verdict) -> str | None:
     if not _STATES[verdict].search(phrased):
         return "the phrasing does not state the verdict"
     return None
+
+
+# A model's "no, it is not required" about an item the role card lists as required is a wrong answer about a person.
+_DENIAL = re.compile(r"\b(?:is|are|was)\s*(?:n't|\s+not)\s+(?:strictly\s+|really\s+|always\s+)?(?:required|needed|"
+                     r"necessary|mandatory|a requirement|essential)\b|\b(?:do|does)(?:n't|\s+not)\s+(?:\w+\s+)?"
+                     r"(?:need|require)\b|\bno\s+(?:\w+\s+)?(?:degree|years?)\s+(?:is|are)\s+(?:required|needed)\b|"
+                     r"\bwithout\s+(?:a|any)\s+(?:\w+\s+)?degree\b[^.]*\b(?:can|could|possible|fine)\b|\boptional\b",
+                     re.IGNORECASE)
+_SUBJECT = {"bachelor": re.compile(r"\bdegree\b|\bbachelor|\bb\.?sc?\b|\bcollege\b|\buniversity\b", re.IGNORECASE),
+            "years": re.compile(r"\byears?\b|\bexperience\b", re.IGNORECASE)}
+_HIGHER = re.compile(r"\bmaster|\bph\.?d|\bdoctora|\bmba\b|\bgraduate degree\b|\badvanced degree", re.IGNORECASE)
+
+
+def denied(text: str, requirements: tuple[Requirement, ...]) -> list[tuple[str, Requirement]]:
+    """Sentences of an answer that call a required item of the card not required: (sentence, requirement)."""
+    out = []
+    for sentence in re.split(r"(?<=[.!?;])\s+|\n+|,\s+(?=but\b|while\b|whereas\b|though\b)", text):
+        if not _DENIAL.search(sentence):
+            continue
+        for req in requirements:
+            if not req.must:
+                continue
+            if req.degree == "bachelor" and _SUBJECT["bachelor"].search(sentence) and not (
+                    _HIGHER.search(sentence) and not re.search(r"\bbachelor", sentence, re.IGNORECASE)):
+                out.append((sentence, req))
+                break
+            if req.years is not None and _SUBJECT["years"].search(sentence) and re.search(
+                    rf"\b{req.years}\b", sentence):
+                out.append((sentence, req))
+                break
+    return out
