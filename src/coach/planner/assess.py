@@ -130,7 +130,8 @@ def _skill_row(req: Requirement, profile: Profile, leadership_group: str | None)
     if req.group == leadership_group or req.category == "practice":
         led = [v for v in (profile.people_managed, profile.years_leadership) if v is not None]
         if any(v > 0 for v in led):
-            people = f"led {profile.people_managed} people" if profile.people_managed else ""
+            people = (f"led {profile.people_managed} {'person' if profile.people_managed == 1 else 'people'}"
+                      if profile.people_managed else "")
             years = f"{_years_text(profile.years_leadership)} leading" if profile.years_leadership else ""
             return Row(req, "met", ", ".join(x for x in (people, years) if x), required)
         if led:

@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from coach.planner.card import DEGREES, RoleCard
-from coach.planner.experience import Entry, match_years, read_entries
+from coach.planner.experience import Entry, concepts_of, match_years, read_entries
 
 DegreeLevel = Literal["none", "bachelor", "master", "phd"]
 MAX_YEARS = 60  # a working life: more than this is a typo, not a career
@@ -247,6 +247,11 @@ def read_profile(text: str, card: RoleCard) -> Reading:
     for name, activity in (("years_development", "software development"), ("years_leadership", "technical leadership")):
         if (entry := match_years(activity, entries)) and entry.years != data.get(name):
             data[name], reading.evidence[name] = entry.years, entry.quote
+    # "Product manager for six years" is product management, not leading people
+    kinds = concepts_of(reading.evidence.get("years_leadership", ""))
+    if data.get("years_leadership") and "product" in kinds and "leadership" not in kinds:
+        data.pop("years_leadership")
+        reading.evidence.pop("years_leadership", None)
     if m := _first(_PEOPLE, text):
         data["people_managed"], reading.evidence["people_managed"] = int(_number(m.group(1))), m.group(0)
     if _NO_DEGREE.search(text):
