@@ -13,6 +13,7 @@ from pathlib import Path
 
 import docx
 import pytest
+from helpers import REPO
 from planner_support import make_pdf
 from pypdf import PdfReader, PdfWriter
 
@@ -240,3 +241,26 @@ def test_coach_plan_without_anything_is_a_usage_error(coach_cli: Cli) -> None:
     result = coach_cli("plan", "--backend", "extractive")
     assert result.returncode == 2 and result.stdout == ""
     assert "coach plan" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.integration
+def test_coach_plan_json_on_a_second_role_through_the_real_index(coach_cli: Cli, tmp_path: Path) -> None:
+    """Another role in the knowledge format, indexed with COACH_KNOWLEDGE_DIR: its own thresholds, activity, ladder."""
+    role = REPO / "tests" / "data" / "roles" / "staff-data-engineer"
+    env = {"COACH_KNOWLEDGE_DIR": str(role), "COACH_DATA_DIR": str(tmp_path / "data")}
+    result = coach_cli("plan", "--json", "--backend", "extractive", "I'm a Senior Data Engineer with eight years of "
+                       "software development, two of them designing large-scale data pipelines. BS in Statistics. "
+                       "I mentor a junior engineer.", env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["role"] == "Staff Data Engineer" and data["verdict"] == "close"
+    pipelines = next(r for r in data["requirements"] if r.get("activity") == "designing large-scale data pipelines")
+    assert (pipelines["kind"], pipelines["min_years"], pipelines["status"], pipelines["optional"]) == (
+        "years", 3, "partly", False)
+    master = next(r for r in data["requirements"] if "master" in r["requirement"].lower())
+    assert master["optional"] is True and master["kind"] == "degree"
+    assert {(e["activity"], e["years"]) for e in data["profile"]["experience"]} >= {
+        ("designing large-scale data pipelines", 2.0)}
+    assert data["profile"]["years_development"] == 8
+    assert (data["ladder"]["current"]["title"], data["ladder"]["next"]["title"]) == ("Senior Data Engineer",
+                                                                                   "Staff Data Engineer")
