@@ -55,7 +55,10 @@ _MONTH_NAME = r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|ju
 _YEAR = r"(?:19[5-9]\d|20[0-4]\d)"
 _NOW = r"(?:present|now|today|current|date)"
 
-# Each duration form, in the order tried; named groups say how to read it.
+# "4 years", "four and a half years", "4 years 11 months", "a year ago"
+_AMOUNT = re.compile(rf"(?<![\w$.])(?P<years>{NUMBER})(?P<half>{_HALF})?\s*\+?\s*(?:-\s*)?{_YEAR_UNIT}"
+                     rf"(?:\s*(?:,|and)?\s*(?P<months>{NUMBER})\s*{_MONTH_UNIT})?(?P<ago>\s+ago)?", re.I)
+# Each duration form, in the order tried (spans of dates before amounts); named groups say how to read it.
 _DURATIONS = [
     re.compile(rf"\b(?P<span_from>{_YEAR})\s*(?:-|–|to|until)\s*(?P<span_to>{_YEAR}|{_NOW})\b", re.I),
     re.compile(rf"\bfrom\s+(?:{_MONTH_NAME}\s+)?(?P<span_from>{_YEAR})\s+(?:to|until|till)\s+(?:{_MONTH_NAME}\s+)?"
@@ -65,8 +68,7 @@ _DURATIONS = [
     re.compile(r"\b(?:a|one)\s+year\s+and\s+a\s+half\b", re.I),
     re.compile(r"\bhalf\s+a\s+year\b", re.I),
     re.compile(r"\b(?P<decades>a|one|two|three|\d)\s+decades?\b", re.I),
-    re.compile(rf"(?<![\w$.])(?P<years>{NUMBER})(?P<half>{_HALF})?\s*\+?\s*(?:-\s*)?{_YEAR_UNIT}"
-               rf"(?:\s*(?:,|and)?\s*(?P<months>{NUMBER})\s*{_MONTH_UNIT})?(?P<ago>\s+ago)?", re.I),
+    _AMOUNT,
     re.compile(rf"(?<![\w$.])(?P<only_months>{NUMBER})\s*{_MONTH_UNIT}", re.I),
     re.compile(rf"\b(?P<part>{NUMBER})\s+of\s+(?:them|those|these)\b|\bof\s+which\s+(?P<part2>{NUMBER})\b", re.I),
     re.compile(rf"\bthe\s+(?:last|past|latest|most\s+recent)\s+(?P<last>{NUMBER})\b(?!\s+(?:{_MONTH_UNIT}))", re.I),
@@ -281,7 +283,7 @@ def read_entries(text: str, today: date | None = None) -> list[Entry]:
             activity = _activity(piece, [(d.start - offset, d.end - offset) for d in inside])
             if inside[0].ago:  # "I shipped our first ML feature, a lead-scoring model, a year ago": the sentence says
                 sentence = _sentence_of(text, clause)
-                activity = _activity(sentence, [(m.start(), m.end()) for m in _DURATIONS[7].finditer(sentence)])
+                activity = _activity(sentence, [(m.start(), m.end()) for m in _AMOUNT.finditer(sentence)])
             if not content_words(activity):
                 continue
             years = inside[0].years
