@@ -265,3 +265,8 @@ def test_profiles_keep_their_entries_through_json(tmp_path: Path) -> None:
 def test_a_model_answer_that_calls_a_requirement_not_required_is_caught(text: str, flagged: bool) -> None:
     from coach.planner.phrasing import denied
     assert bool(denied(text, card_of().requirements)) is flagged
+
+
+def test_a_title_said_with_now_is_the_title_alone() -> None:
+    profile = read_profile("I'm a Staff Data Engineer now.", card_of(DATA_ROLE)).profile
+    assert (profile.current_title, profile.current_level) == ("Staff Data Engineer", "Staff Data Engineer")

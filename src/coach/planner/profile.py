@@ -267,7 +267,8 @@ def read_profile(text: str, card: RoleCard) -> Reading:
     if rung := _level(text, card):
         data["current_level"] = rung
     if m := _TITLE.search(text):
-        data["current_title"] = m.group(1).strip()
+        data["current_title"] = re.sub(r"\s+(?:now|currently|already|today|at the moment)$", "", m.group(1).strip(),
+                                       flags=re.IGNORECASE)
     if m := _SALARY.search(text):
         raw = m.group(1).replace(",", "").replace(" ", "")
         data["current_base_salary"] = int(float(raw[:-1]) * 1000) if raw[-1] in "kK" else int(raw)
