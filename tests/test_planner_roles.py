@@ -270,3 +270,9 @@ def test_a_model_answer_that_calls_a_requirement_not_required_is_caught(text: st
 def test_a_title_said_with_now_is_the_title_alone() -> None:
     profile = read_profile("I'm a Staff Data Engineer now.", card_of(DATA_ROLE)).profile
     assert (profile.current_title, profile.current_level) == ("Staff Data Engineer", "Staff Data Engineer")
+
+
+def test_the_last_n_things_are_not_years() -> None:
+    entries = read_entries("I have 6 years of software development; the last two teams I joined were small.", TODAY)
+    assert match_years("technical leadership", entries) is None
+    assert match_years("software development", entries).years == 6  # type: ignore[union-attr]

@@ -71,7 +71,8 @@ _DURATIONS = [
     _AMOUNT,
     re.compile(rf"(?<![\w$.])(?P<only_months>{NUMBER})\s*{_MONTH_UNIT}", re.I),
     re.compile(rf"\b(?P<part>{NUMBER})\s+of\s+(?:them|those|these)\b|\bof\s+which\s+(?P<part2>{NUMBER})\b", re.I),
-    re.compile(rf"\bthe\s+(?:last|past|latest|most\s+recent)\s+(?P<last>{NUMBER})\b(?!\s+(?:{_MONTH_UNIT}))", re.I),
+    re.compile(rf"\bthe\s+(?:last|past|latest|most\s+recent)\s+(?P<last>{NUMBER})\b(?!\s+(?:{_MONTH_UNIT}))"
+               r"(?!\s+[a-z]+s\b)", re.I),  # "the last two projects" counts projects, not years
     re.compile(rf"\bfor\s+(?:about\s+|around\s+|roughly\s+)?(?P<bare>{NUMBER})\s*(?=$|[.,;!?)])", re.I),
 ]
 
