@@ -231,11 +231,10 @@ class Coach:
             self.replay.remember(text, conversation.Said(answer.question, prompt.user, answer.raw))
         yield self._done(answer, text, start)
 
-    def _requirement_kept(self, text: str, library: Any, checks: StreamChecks) -> str:
+    def _requirement_kept(self, text: str, library: Library, checks: StreamChecks) -> str:
         """A sentence calling a required item of the role not required is replaced by the requirement, cited."""
-        card = self.planner.card(library)
-        wrong = denied(text, card.requirements)
-        by_id = {p.id: p for p in library.passages}
+        wrong = denied(text, self.planner.card(library).requirements)
+        by_id = {p.id: p for p in library.passages} if wrong else {}
         for sentence, req in wrong:
             passage = by_id.get(req.cite.passage_id)
             cite = f" [{checks.cite(passage)}]" if passage is not None else ""

@@ -248,8 +248,9 @@ def _years(bullet: str) -> tuple[int | None, YearsOf | None]:
     kinds = concepts_of(activity)
     if not activity.strip() or re.fullmatch(r"(?:professional|relevant|work|industry)?\s*", activity, re.I):
         kinds = {"development"}  # "8+ years of experience": of the role's work, development in the seed's terms
-    if kinds == {"leadership"} or (_LEADERSHIP.search(activity) and not kinds - {"leadership", "development"}
-                                   and "leadership" in kinds):
+    # leadership alone, or leadership beside development words when the activity says lead/manage/mentor
+    if "leadership" in kinds and kinds <= {"leadership", "development"} and (
+            kinds == {"leadership"} or _LEADERSHIP.search(activity)):
         return int(match.group(1)), "leadership"
     if kinds == {"development"}:
         return int(match.group(1)), "development"
@@ -278,8 +279,7 @@ def _requirements(passages: Iterable[Passage]) -> list[Requirement]:
 
 def _items(texts: list[str]) -> list[str]:
     """Bullets as requirement items: a bullet whose later clause alone is optional ("Bachelor's degree in X; an MBA
-    is valued but optional") is two items, the required one and the optional one; a closing sentence glued onto the
-    last bullet (no requirement words in it) is left out."""
+    is valued but optional") is two items, the required one and the optional one."""
     out = []
     for text in texts:
         head, sep, tail = text.partition("; ")

@@ -176,10 +176,11 @@ def _value(m: re.Match[str], today: date) -> float:
         end = today.year + (today.month - 1) / 12 if not re.fullmatch(r"\d{4}", to) else float(to)
         return round(max(0.0, end - int(g["span_from"])), 2)
     if g.get("since"):
-        month = _MONTHS.index(g["since_month"][:3].lower()) + 1 if g.get("since_month") else 1
-        years = _months_between(int(g["since"]), month, today)
         # a year alone counts whole years (2017 in 2026 is 9), as people do; with a month, months count too
-        return float(today.year - int(g["since"])) if not g.get("since_month") else round(years, 2)
+        if not g.get("since_month"):
+            return float(today.year - int(g["since"]))
+        month = _MONTHS.index(g["since_month"][:3].lower()) + 1
+        return round(_months_between(int(g["since"]), month, today), 2)
     if g.get("decades"):
         return 10 * number(g["decades"])
     if g.get("years"):
@@ -231,8 +232,7 @@ def _activity(clause: str, spans: list[tuple[int, int]]) -> str:
     clause = re.sub(r"^\W*(?:and|but|then|plus|with|for|of|in|as|on|the|a|an|my|our)\b\s*", " ", clause.strip(),
                     flags=re.I)
     clause = re.sub(r"(?:\s+(?:experience|in total|overall|for|from|since|over|during|with|of))+\s*$", "",
-                    clause.strip(),
-                    flags=re.I)
+                    clause.strip(), flags=re.I)
     return re.sub(r"\s+", " ", clause).strip(" ,.;:-")
 
 

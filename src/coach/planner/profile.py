@@ -16,10 +16,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from coach.planner.card import DEGREES, RoleCard
-from coach.planner.experience import Entry, concepts_of, match_years, read_entries
+from coach.planner.experience import MAX_YEARS, Entry, concepts_of, match_years, number, read_entries
 
 DegreeLevel = Literal["none", "bachelor", "master", "phd"]
-MAX_YEARS = 60  # a working life: more than this is a typo, not a career
 
 _NUMBER_WORDS = {w: n for n, w in enumerate(
     "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
@@ -135,18 +134,13 @@ class Reading:
     evidence: dict[str, str] = field(default_factory=dict)  # field -> the words it was read from
 
 
-def _number(word: str) -> float:
-    word = word.lower().strip()
-    return float(_NUMBER_WORDS[word]) if word in _NUMBER_WORDS else float(word)
-
-
 def _first(patterns: Iterable[re.Pattern[str]], text: str) -> re.Match[str] | None:
     found = [m for m in (p.search(text) for p in patterns) if m]
     return min(found, key=lambda m: m.start()) if found else None
 
 
 def _years(match: re.Match[str]) -> float:
-    return _number(next(g for g in match.groups() if g is not None))
+    return number(next(g for g in match.groups() if g is not None))
 
 
 def matches_term(term: str, text: str) -> bool:
@@ -253,7 +247,7 @@ def read_profile(text: str, card: RoleCard) -> Reading:
         data.pop("years_leadership")
         reading.evidence.pop("years_leadership", None)
     if m := _first(_PEOPLE, text):
-        data["people_managed"], reading.evidence["people_managed"] = int(_number(m.group(1))), m.group(0)
+        data["people_managed"], reading.evidence["people_managed"] = int(number(m.group(1))), m.group(0)
     if _NO_DEGREE.search(text):
         data["degree"] = "none"
     elif held := _degrees_held(text):
