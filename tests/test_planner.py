@@ -310,9 +310,18 @@ def test_verdict_over_a_grid_of_profiles(card: RoleCard) -> None:
     ("Chief AI Officer", None, None),
 ])
 def test_ladder_position(card: RoleCard, level: str | None, next_title: str | None, next_pay: str | None) -> None:
-    a = assess(Profile(current_level=level), card)
+    title = "Senior Software Engineer" if level is None else level  # a title not on the ladder: not in the role yet
+    a = assess(Profile(current_level=level, current_title=title), card)
     assert (a.current.title if a.current else None) == level
     assert (a.next.title if a.next else None, a.next.pay if a.next else None) == (next_title, next_pay)
+
+
+def test_no_title_said_is_no_next_rung_and_the_report_asks_for_it(card: RoleCard) -> None:
+    """Someone who said no title may already be high on the ladder: its first band is not their next rung."""
+    a = assess(Profile(people_managed=3), card)
+    assert (a.current, a.next) == (None, None)
+    text = render(a, "I lead 3 engineers. How many years of leadership do I need?").text
+    assert "Next rung" not in text and "Tell me your current title" in text and "$150,000 - $180,000" in text
 
 
 def test_priorities_are_the_gaps_tied_to_actions_with_sources(card: RoleCard) -> None:

@@ -64,7 +64,11 @@ def _profile_sentences(dev: int, lead: int, rng: random.Random) -> list[str]:
                 f"{WORDS.get(lead, lead)} of them {lead_act}.",
                 f"{lead_act[0].upper()}{lead_act[1:]} for {WORDS.get(lead, lead)}, and "
                 f"{dev_act.removeprefix('as ').removeprefix('in ')} for {dev_form.removesuffix('+ years')} years."
-                .replace("years years", "years")]
+                .replace("years years", "years"),
+                # the unit said once for both numbers
+                f"I have {dev} years of {dev_act.removeprefix('as ').removeprefix('in ')} and "
+                f"{rng.choice([lead, WORDS.get(lead, lead)])} {lead_act}.",
+                f"{dev_form[0].upper()}{dev_form[1:]} {dev_act}, {lead} {lead_act}."]
     rng.shuffle(out)
     return out
 
@@ -100,6 +104,12 @@ def test_generated_phrasings_give_the_same_development_and_leadership_years(dev:
 def test_duration_forms(text: str, years: float) -> None:
     entry = match_years("software development", read_entries(text, TODAY))
     assert entry is not None and entry.years == pytest.approx(years, abs=0.01)
+
+
+@pytest.mark.parametrize("text", ["I lead 3 engineers and 2 designers.", "I have worked at 3 companies.",
+                                  "5 as a manager.", "We shipped 4 products with 2 in beta."])
+def test_a_bare_number_is_years_only_after_a_duration_with_its_unit(text: str) -> None:
+    assert [e for e in read_entries(text, TODAY) if e.years] == []
 
 
 def test_an_activity_nobody_stated_is_unknown_never_borrowed() -> None:
@@ -220,6 +230,27 @@ def test_the_product_role_card() -> None:
 
 
 @needs_shared
+def test_a_closing_sentence_glued_to_the_last_bullet_is_not_part_of_its_item() -> None:
+    card = card_of(SHARED_ROLE)
+    last = next(r for r in card.requirements if "platform or API products" in r.text)
+    assert last.text.rstrip(".").endswith("whose users are developers") and "Taken together" not in last.text
+    assert all("Taken together" not in r.text for r in card.requirements)
+
+
+@pytest.mark.parametrize(("bullet", "item"), [
+    ("Experience with SQL. Overall, these skills make a strong analyst.", "Experience with SQL."),
+    ("Kafka or Flink. In short, the role needs streaming.", "Kafka or Flink."),
+    ("Python. Together they cover the stack.", "Python."),
+    ("Mentoring. These requirements describe a leader.", "Mentoring."),
+    ("Go and Rust (e.g. for services). Rust is a plus.", "Go and Rust (e.g. for services). Rust is a plus."),
+])
+def test_summary_openers_end_an_item(bullet: str, item: str) -> None:
+    from coach.planner.card import _items
+
+    assert _items([bullet])[0] == item
+
+
+@needs_shared
 def test_the_product_role_profiles_get_the_verdict_their_text_implies() -> None:
     card = card_of(SHARED_ROLE)
     results = []
@@ -276,3 +307,18 @@ def test_the_last_n_things_are_not_years() -> None:
     entries = read_entries("I have 6 years of software development; the last two teams I joined were small.", TODAY)
     assert match_years("technical leadership", entries) is None
     assert match_years("software development", entries).years == 6  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(("text", "degree"), [
+    ("Is a master's degree required for me? I only have a bachelor's.", "bachelor"),
+    ("Do I need a PhD? I have a master's in statistics.", "master"),
+    ("With 8 years of development, plus a PhD in machine learning, am I ready?", "phd"),
+    ("Is my master's enough for this?", "master"),
+    ("I never went to university. Do I need a degree for this?", "none"),
+    ("Without a degree, can I still get this job?", "none"),
+    ("I didn't finish college but I have ten years of coding.", "none"),
+    ("Can I become a manager without a degree?", None),
+    ("Would an MBA help me?", None),
+])
+def test_the_degree_held_is_the_one_said_not_the_one_asked_about(text: str, degree: str | None) -> None:
+    assert read_profile(text, card_of()).profile.degree == degree

@@ -24,6 +24,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from coach import roles
 from coach.answer import Answer, Event
 from coach.background import in_background
 from coach.coach import Coach, Limits
@@ -35,7 +36,7 @@ from coach.retrieval import Passage
 from coach.text import estimate_tokens, strip_citations
 
 log = logging.getLogger("coach.api")
-MODEL_ID = "coach"
+MODEL_ID = roles.MODEL_ID
 RETRY_AFTER_S = 5
 
 
@@ -242,27 +243,42 @@ def build_api(coach: Coach, settings: Settings) -> FastAPI:
             log.error("API request failed", exc_info=exc)
             return _server_error()
 
-    @app.get("/models", summary="The coach as a model")
+    def listed() -> list[tuple[str, str]]:
+        """(model id, role) of every model: `coach` for the default role, then, when the knowledge base holds
+        several roles, `coach:<slug>` for each."""
+        try:
+            found = coach.roles()
+        except CoachError:
+            found = ()
+        if len(found) <= 1:
+            return [(MODEL_ID, _role(coach))]
+        return [(MODEL_ID, found[0]), *((roles.model_id(r), r) for r in found)]
+
+    def picked(model_id: str) -> Coach:
+        """The coach of the role a model id names; 404 naming the ids there are."""
+        ids = dict(listed())
+        if model_id in ids:
+            return coach.for_role(ids[model_id]) if model_id != MODEL_ID else coach
+        raise ApiError(404, f"The model `{model_id[:80]}` does not exist; use one of: {', '.join(ids)}.",
+                       "not_found_error", "model_not_found", "model")
+
+    @app.get("/models", summary="The coach as a model, one per role")
     def models() -> dict[str, Any]:
-        created = 0
         return {"object": "list", "data": [{
-            "id": MODEL_ID, "object": "model", "created": created, "owned_by": "coach",
-            "metadata": {"role": _role(coach), "backend": coach.backend_name, "model": coach.model_name}}]}
+            "id": ident, "object": "model", "created": 0, "owned_by": "coach",
+            "metadata": {"role": role, "backend": coach.backend_name, "model": coach.model_name}}
+            for ident, role in listed()]}
 
     @app.get("/models/{model_id}", summary="One model")
     def model(model_id: str) -> dict[str, Any]:
-        if model_id != MODEL_ID:
-            raise ApiError(404, f"The model `{model_id}` does not exist; use `{MODEL_ID}`.", "not_found_error",
-                           "model_not_found", "model")
-        return models()["data"][0]
+        picked(model_id)
+        return next(m for m in models()["data"] if m["id"] == model_id)
 
     @app.post("/chat/completions", summary="Answer the conversation's last question", response_model=None,
               responses={200: {"description": "A chat.completion, or chat.completion.chunk events when `stream`",
                                "content": {"application/json": {}, "text/event-stream": {}}}})
     async def chat_completions(body: ChatCompletionRequest) -> Any:
-        if body.model != MODEL_ID:
-            raise ApiError(404, f"The model `{body.model}` does not exist; use `{MODEL_ID}`.", "not_found_error",
-                           "model_not_found", "model")
+        answering = picked(body.model)  # the conversation keeps its role: the client sends the same model id
         question, history = conversation_of(body, settings.max_question_chars)
         try:  # the coach's own cleaning: a question of only invisible characters is refused here, not mid-stream
             clean_question(question, settings.max_question_chars)
@@ -278,11 +294,11 @@ def build_api(coach: Coach, settings: Settings) -> FastAPI:
             raise _busy(exc) from None
         slots.take()
         if body.stream:
-            return StreamingResponse(_stream(coach, question, history, limits, body, slots),
+            return StreamingResponse(_stream(answering, question, history, limits, body, slots),
                                      media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
         try:
             final = None
-            async for event in in_background(lambda: _events(coach, question, history, limits, slots)):
+            async for event in in_background(lambda: _events(answering, question, history, limits, slots)):
                 final = event.answer or final
         except InputError as exc:
             raise ApiError(400, str(exc), param="messages") from None
@@ -293,7 +309,7 @@ def build_api(coach: Coach, settings: Settings) -> FastAPI:
         finally:
             slots.give_back()
         assert final is not None
-        return _completion(final, question, history)
+        return _completion(final, question, history, body.model)
 
     return app
 
@@ -320,10 +336,10 @@ def _events(coach: Coach, question: str, history: list[dict[str, str]], limits: 
         yield from coach.stream(question, history, limits=limits)
 
 
-def _completion(answer: Answer, question: str, history: list[dict[str, str]]) -> dict[str, Any]:
+def _completion(answer: Answer, question: str, history: list[dict[str, str]], model: str) -> dict[str, Any]:
     return {
         "id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
-        "model": MODEL_ID,
+        "model": model,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.text}, "finish_reason": "stop",
                      "sources": sources_of(answer.sources)}],
         "usage": usage(answer, question, history), "coach": coach_fields(answer),
@@ -337,7 +353,7 @@ async def _stream(coach: Coach, question: str, history: list[dict[str, str]], li
 
     def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
         choice = {"index": 0, "delta": delta, "finish_reason": finish, **extra}
-        data = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": MODEL_ID,
+        data = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": body.model,
                 "choices": [choice]}
         return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
 
@@ -362,8 +378,8 @@ async def _stream(coach: Coach, question: str, history: list[dict[str, str]], li
                     yield chunk({"content": answer.text})
                 yield chunk({}, "stop", sources=sources_of(answer.sources), coach=coach_fields(answer))
                 if body.stream_options is not None and body.stream_options.include_usage:
-                    data = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": MODEL_ID,
-                            "choices": [], "usage": usage(answer, question, history)}
+                    data = {"id": ident, "object": "chat.completion.chunk", "created": created,
+                            "model": body.model, "choices": [], "usage": usage(answer, question, history)}
                     yield f"data: {json.dumps(data)}\n\n"
     except CoachError as exc:  # e.g. the question was refused: an error event in OpenAI's shape
         error = {"error": {"message": str(exc), "type": "invalid_request_error" if isinstance(exc, InputError)

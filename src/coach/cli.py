@@ -27,6 +27,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         models_dir=getattr(args, "models", None), chroma_url=getattr(args, "chroma_url", None),
         chroma_path=getattr(args, "chroma_path", None), backend=getattr(args, "backend", None),
         top_k=getattr(args, "k", None), host=getattr(args, "host", None), port=getattr(args, "port", None),
+        role=getattr(args, "role", None),
     )
 
 
@@ -295,6 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--models", type=Path, help="models folder (COACH_MODELS_DIR)")
     common.add_argument("--chroma-url", help="Chroma server URL (COACH_CHROMA_URL)")
     common.add_argument("--chroma-path", type=Path, help="embedded Chroma folder (COACH_CHROMA_PATH)")
+    common.add_argument("--role", help="the role to answer about, by name or slug, when the knowledge folder "
+                        "holds several (COACH_ROLE)")
     backend = argparse.ArgumentParser(add_help=False)
     backend.add_argument("--backend", choices=[*BACKENDS, "fake"], help="chat backend (COACH_BACKEND)")
     backend.add_argument("--k", type=int, help="passages retrieved per question (COACH_TOP_K)")

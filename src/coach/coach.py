@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from coach import conversation, extractive, shape
+from coach import conversation, extractive, roles, shape
 from coach.answer import Answer, Event
 from coach.checks import StreamChecks, completion, final_check
 from coach.config import Settings
@@ -71,6 +71,8 @@ class Coach:
         self.shaper = shape.Shaper(self.similarity, plain)
         self.warm_error: str | None = None
         self.warming = False  # True while warm() runs: the model is loading or preparing its prefix
+        self._family: dict[str, Coach] = {}  # this coach's siblings for the other roles of the index
+        self._default_role: str | None = None
 
     @property
     def backend_name(self) -> str:
@@ -85,6 +87,34 @@ class Coach:
     def role(self) -> str:
         """The role (or roles) the knowledge base describes."""
         return self.prompter.knowledge(self.retriever.library()).role
+
+    def roles(self) -> tuple[str, ...]:
+        """Every role of the index, the default one (this coach's, unless it is a sibling) first."""
+        found = self.retriever.roles()
+        first = self._default_role or self.retriever.role
+        return (first, *(r for r in found if r != first)) if first in found else found
+
+    def for_role(self, name: str | None) -> Coach:
+        """The coach answering from the role `name` names (its name, slug or API id; empty: this one).
+
+        Siblings share the backend, prompts and embedded units; each has its own retrieval over its role's
+        passages, prompt prefix, card and replay memory. Raises CoachError when no role has that name.
+        """
+        if not name:
+            return self
+        found = self.roles()
+        role = roles.resolve(name, found)
+        if len(found) <= 1 or role == self.retriever.role:
+            return self
+        family = self._family
+        if role not in family:
+            sibling = Coach(self.settings, self.retriever.scoped(role), self.backend, self.prompts,
+                            similarity=self.similarity)
+            sibling._family, sibling._default_role = family, found[0]
+            family[role] = sibling
+            if self.retriever.role == found[0]:
+                family.setdefault(found[0], self)
+        return family[role]
 
     def topics(self) -> str:
         """What the coach can help with: the knowledge base's section titles."""

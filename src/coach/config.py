@@ -36,6 +36,10 @@ class Settings(BaseSettings):
     )
     collection: str = Field("coach", description="Name prefix of the Chroma collections.")
 
+    role: str | None = Field(
+        None, description="Default role when the knowledge folder holds several (its name or slug); "
+        "default: the role of the first file.")
+
     # Chunking and retrieval
     chunk_max_words: int = Field(70, ge=20, description="Longest chunk, in words, before splitting.")
     top_k: int = Field(4, ge=1, le=20, description="Passages returned by a search.")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from coach import knowledge
+from coach import knowledge, roles
 from coach.coach import Coach
 from coach.config import Settings
 from coach.llm import make_backend
@@ -33,7 +33,16 @@ def build_retriever_for(settings: Settings, embedder: Embedder | None = None, sy
         report = sync_index(settings, index, say=say)
         if report.embedded + report.removed:
             say(f"index: {report.summary()}")
-    return build_retriever(index, settings)
+    return scoped_to_default(build_retriever(index, settings), settings)
+
+
+def scoped_to_default(retriever: HybridRetriever, settings: Settings) -> HybridRetriever:
+    """The retriever of the default role when the index holds several roles (COACH_ROLE, else the first
+    file's); the whole index when it holds one. Raises CoachError when COACH_ROLE names no role."""
+    found = retriever.roles()
+    if len(found) <= 1 and not settings.role:
+        return retriever
+    return retriever.scoped(roles.ordered(found, settings.role)[0])
 
 
 def build_coach(settings: Settings, backend: str | None = None, sync: bool = True,

@@ -196,11 +196,36 @@ def parse_file(path: Path, root: Path, max_words: int, default_role: str = "") -
     return chunks
 
 
+def _folder_roles(paths: list[Path], root: Path) -> dict[Path, str]:
+    """The role of each folder: the first `role:` a file directly in it declares, else (below the root) the
+    folder's name in words ("staff-data-engineer" -> "Staff Data Engineer"). A file without front matter
+    takes its folder's role, so a folder per role needs the role named once, or not at all."""
+    roles: dict[Path, str] = {}
+    for path in paths:
+        if path.parent in roles:
+            continue
+        try:
+            meta, _ = _front_matter(path.read_bytes().decode("utf-8-sig", "replace").replace("\r\n", "\n"))
+        except OSError:
+            continue
+        if meta.get("role"):
+            roles[path.parent] = meta["role"]
+    for path in paths:
+        if path.parent not in roles and path.parent != root:
+            roles[path.parent] = re.sub(r"[-_]+", " ", path.parent.name).strip().title()
+    return roles
+
+
 def load(folder: Path, max_words: int = 70) -> KnowledgeBase:
-    """Every Markdown file under folder as chunks; unusable files become warnings, not failures."""
+    """Every Markdown file under folder as chunks; unusable files become warnings, not failures.
+
+    The folder holds one role (files at its top, flat) or several: a folder per role, or files each naming
+    their own `role:` in front matter.
+    """
     if not folder.is_dir():
         raise CoachError(f"Knowledge folder {folder} does not exist; set COACH_KNOWLEDGE_DIR or --knowledge.")
     kb = KnowledgeBase()
+    paths = []
     for path in sorted(folder.rglob("*.md")):
         if path.name.lower() == "readme.md":
             continue
@@ -209,9 +234,12 @@ def load(folder: Path, max_words: int = 70) -> KnowledgeBase:
                     else "not a regular file")
             kb.warnings.append(f"{path}: is {what}; skipped")
             continue
+        paths.append(path)
+    roles = _folder_roles(paths, folder)
+    for path in paths:
         kb.files += 1
         try:
-            kb.chunks.extend(parse_file(path, folder, max_words))
+            kb.chunks.extend(parse_file(path, folder, max_words, roles.get(path.parent, "")))
         except CoachError as exc:
             kb.warnings.append(str(exc))
     if not kb.chunks:

@@ -137,19 +137,72 @@ class Prompter:
         return self.prompts.render("user_knowledge", question=question, **named)
 
     def _examples(self, kt: KnowledgeText) -> str:
-        """Worked examples (prompts/examples_knowledge.txt) with their [@Section > Subsection] citations
-        numbered as in the knowledge text; an example citing a passage that no longer exists is left out."""
+        """Worked examples with their [@Section > Subsection] citations numbered as in the knowledge text.
+
+        An example of prompts/examples_knowledge.txt is kept only where this role's own passage holds it
+        (examples_hold): written for one role, its facts must never reach the model as another role's, whose
+        sections often carry the same titles. Kinds of example none of the file's fit are made from this
+        role's passages (role_examples), so every role's model sees the form of an answer.
+        """
         by_label: dict[str, Passage] = {}
         for p in kt.passages:
             by_label.setdefault(p.label, p)
-        blocks = []
+        examples = []
         for block in re.split(r"\n\s*\n", self.prompts.render("examples_knowledge").strip()):
             match = re.fullmatch(r"Question:\s*(.+?)\s*\nAnswer:\s*(.+)", block.strip(), re.DOTALL)
             labels = re.findall(r"\[@([^\]]+)\]", block)
             if not match or not labels or any(label not in by_label for label in labels):
                 continue
-            first = by_label[labels[0]]
-            user = self._user_knowledge(kt, match.group(1), kt.numbers[first.id], first)
-            reply = re.sub(r"\[@([^\]]+)\]", lambda m: f"[{kt.numbers[by_label[m.group(1)].id]}]", match.group(2))
+            if example_holds(match.group(2), [by_label[label] for label in labels]):
+                examples.append((match.group(1), match.group(2)))
+        if len(examples) < MIN_EXAMPLES:
+            examples += role_examples(kt.passages, MIN_EXAMPLES - len(examples), {q for q, _ in examples})
+        blocks = []
+        for question, answer in examples:
+            first = by_label[re.findall(r"\[@([^\]]+)\]", answer)[0]]
+            user = self._user_knowledge(kt, question, kt.numbers[first.id], first)
+            reply = re.sub(r"\[@([^\]]+)\]", lambda m: f"[{kt.numbers[by_label[m.group(1)].id]}]", answer)
             blocks.append(f"User: {user.strip()}\nCoach: {reply.strip()}")
         return "\n\n".join(blocks)
+
+
+MIN_EXAMPLES = 3  # as many as the shipped file holds: a list, a sentence with a figure, a list of names
+EXAMPLE_SUPPORT = 0.8  # share of an example's content words its cited passages must hold (its figures: all)
+_LABELLED = re.compile(r"^\s*[-*+\u2022]\s+([A-Z][^:]{2,60}):\s+(.+)$")
+
+
+def example_holds(answer: str, cited: list[Passage]) -> bool:
+    """Whether the cited passages hold an example answer: every figure, and EXAMPLE_SUPPORT of its content
+    words (a rephrased lead such as "Emerging roles include" passes; another role's field names do not)."""
+    from coach.grounding import figures
+    from coach.retrieval import tokenize
+
+    text = re.sub(r"\[@[^\]]+\]", " ", answer).replace("$$", "$")
+    source = " ".join(p.quoted for p in cited)
+    if not figures(text) <= figures(source):
+        return False
+    words, held = set(tokenize(text)), set(tokenize(source))
+    return bool(words) and len(words & held) / len(words) >= EXAMPLE_SUPPORT
+
+
+def role_examples(passages: tuple[Passage, ...], n: int, asked: set[str]) -> list[tuple[str, str]]:
+    """Up to n examples made from a role's own passages: a list of labelled bullets answered by its labels, then
+    a labelled bullet with an amount of money answered by its own words. The questions name the subsection and
+    the label, the answers quote the passage: they hold by construction and carry no other role's facts."""
+    made: list[tuple[str, str]] = []
+    for p in passages:
+        names = [m.group(1).strip() for m in (_LABELLED.match(line) for line in p.text.splitlines()) if m]
+        if len(names) >= 3 and p.subsection:
+            listed = "; ".join(names) if any("," in name for name in names) else (
+                f"{', '.join(names[:-1])} and {names[-1]}")
+            made.append((f"What does {p.subsection} list?", f"{p.subsection}: {listed} [@{p.label}]."))
+            break
+    for p in passages:
+        hit = next((m for m in (_LABELLED.match(line) for line in p.text.splitlines()) if m and "$" in m.group(2)),
+                   None)
+        if hit is not None:
+            label = hit.group(1).strip()
+            made.append((f"What does {p.subsection or p.section} say about {label}?",
+                         f"{label}: {hit.group(2).strip().rstrip('.')} [@{p.label}]."))
+            break
+    return [(q, a) for q, a in made if q not in asked][:n]

@@ -97,8 +97,9 @@ class HybridRetriever:
     """Dense + BM25 over the active index, fused with reciprocal rank fusion."""
 
     def __init__(self, index: Index, candidates: int = 20, rrf_k: int = 60, min_relevance: float = 0.22,
-                 lexical_weight: float = 0.5) -> None:
+                 lexical_weight: float = 0.5, role: str | None = None) -> None:
         self.index = index
+        self.role = role  # None: every passage of the index; else only this role's
         self.candidates = candidates
         self.rrf_k = rrf_k
         self.min_relevance = min_relevance
@@ -112,6 +113,8 @@ class HybridRetriever:
         self._postings: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._library: Library | None = None
         self._speller: Speller | None = None
+        self._roles: tuple[str, ...] = ()
+        self._scoped: dict[str | None, HybridRetriever] = {}
 
     @property
     def embedder(self) -> Any:
@@ -119,8 +122,25 @@ class HybridRetriever:
         return self.index.embedder
 
     def count(self) -> int:
-        """Passages in the active index (0 when there is none)."""
-        return self.index.count()
+        """Passages in the active index (0 when there is none), of this retriever's role when it has one."""
+        total = self.index.count()  # raises when the index is damaged or unreachable
+        return total if self.role is None or not total else len(self.library().passages)
+
+    def roles(self) -> tuple[str, ...]:
+        """The roles the index holds, in the order of their files (the first is the default role)."""
+        if self._loaded is None:
+            self._refresh()
+        return self._roles
+
+    def scoped(self, role: str | None) -> HybridRetriever:
+        """A retriever over one role's passages of the same index (this one when the role is its own)."""
+        if role == self.role:
+            return self
+        with self._lock:
+            if role not in self._scoped:
+                self._scoped[role] = HybridRetriever(self.index, self.candidates, self.rrf_k, self.min_relevance,
+                                                     self.lexical_weight, role)
+            return self._scoped[role]
 
     def library(self) -> Library:
         """Every passage, as of the last search (loaded now if there was none)."""
@@ -136,12 +156,23 @@ class HybridRetriever:
             if key == self._loaded:
                 return
             _, ids, docs, metas = self.index.all_passages()
+            first: dict[str, str] = {}
+            for m in sorted(metas, key=lambda m: str(m.get("source", ""))):
+                first.setdefault(str(m.get("role", "")), "")
+            self._roles = tuple(first)
+            if self.role is not None:
+                keep = [i for i, m in enumerate(metas) if m.get("role", "") == self.role]
+                ids, docs, metas = [ids[i] for i in keep], [docs[i] for i in keep], [metas[i] for i in keep]
+                # Caches keyed by the library's revision (the card, the prompt prefix) must tell roles apart.
+                revision = (key[0], f"{key[1]}|{self.role}", len(ids))
+            else:
+                revision = key
             corpus = [tokenize(f"{m.get('heading_path', '')} {d}") for d, m in zip(docs, metas, strict=True)]
             self._ids, self._docs, self._metas = ids, docs, metas
             self._bm25 = BM25Okapi(corpus) if corpus else None
             self._postings = _postings(corpus)
             order = sorted(range(len(ids)), key=lambda i: (metas[i].get("source", ""), ids[i]))
-            self._library = Library(key, tuple(Passage.from_metadata(ids[i], docs[i], metas[i]) for i in order))
+            self._library = Library(revision, tuple(Passage.from_metadata(ids[i], docs[i], metas[i]) for i in order))
             # Without a word list a real word the knowledge base lacks ("rule") would be "corrected" ("role").
             words = getattr(self.index.embedder, "words", None)
             self._speller = Speller([*docs, *(m.get("heading_path", "") for m in metas)], words(),
@@ -186,7 +217,7 @@ class HybridRetriever:
 
     def search(self, query: str, k: int = 4, mode: Literal["hybrid", "dense"] = "hybrid") -> list[Passage]:
         """The k best passages for query, best first."""
-        dense = self.index.query(query, self.candidates)
+        dense = self.index.query(query, self.candidates, self.role)
         fused: dict[str, float] = {}
         info: dict[str, Passage] = {}
         for rank, hit in enumerate(dense):

@@ -313,12 +313,13 @@ class Index:
         return collection.name, list(got["ids"]), list(got["documents"] or []), [
             dict(m or {}) for m in (got["metadatas"] or [])]
 
-    def query(self, text: str, n: int) -> list[Hit]:
-        """The n passages nearest to text by the embedding model, with cosine similarity."""
+    def query(self, text: str, n: int, role: str | None = None) -> list[Hit]:
+        """The n passages nearest to text by the embedding model, with cosine similarity; of one role if given."""
         collection = self.collection()
         vector = self.embedder.embed_query(text)
+        where: Any = {"role": role} if role is not None else None
         with self._reading():
-            res = collection.query(query_embeddings=[vector], n_results=max(1, n),
+            res = collection.query(query_embeddings=[vector], n_results=max(1, n), where=where,
                                    include=["documents", "metadatas", "distances"])
         hits = []
         for cid, doc, meta, dist in zip(res["ids"][0], (res["documents"] or [[]])[0],

@@ -277,11 +277,20 @@ def _requirements(passages: Iterable[Passage]) -> list[Requirement]:
     return out
 
 
+# A sentence that speaks of the whole list, not of its item: a section's closing summary glued onto the last
+# bullet ("... developers. Taken together, these requirements describe a product leader ...").
+_SUMMARY = re.compile(r"[.!]\s+(?:taken together|together|overall|in (?:short|summary|sum)|all (?:of )?(?:these|this)"
+                      r"|these (?:requirements|skills|qualifications|items)|this (?:combination|mix|set)|combined)"
+                      r"\b.*$", re.IGNORECASE | re.DOTALL)
+
+
 def _items(texts: list[str]) -> list[str]:
     """Bullets as requirement items: a bullet whose later clause alone is optional ("Bachelor's degree in X; an MBA
-    is valued but optional") is two items, the required one and the optional one."""
+    is valued but optional") is two items, the required one and the optional one; a closing summary sentence
+    glued onto a bullet (_SUMMARY) is not part of its item."""
     out = []
     for text in texts:
+        text = _SUMMARY.sub(".", text)
         head, sep, tail = text.partition("; ")
         if sep and OPTIONAL.search(tail) and not OPTIONAL.search(head):
             out += [head.rstrip(" ;") + ".", tail]

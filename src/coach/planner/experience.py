@@ -74,6 +74,10 @@ _DURATIONS = [
     re.compile(rf"\bthe\s+(?:last|past|latest|most\s+recent)\s+(?P<last>{NUMBER})\b(?!\s+(?:{_MONTH_UNIT}))"
                r"(?!\s+[a-z]+s\b)", re.I),  # "the last two projects" counts projects, not years
     re.compile(rf"\bfor\s+(?:about\s+|around\s+|roughly\s+)?(?P<bare>{NUMBER})\s*(?=$|[.,;!?)])", re.I),
+    # "10 years in software and 5 as a manager", "..., 4 leading teams": the unit said once, for both numbers
+    re.compile(rf"(?:^\s*|(?<=\band )|(?<=\bwith )|(?<=\bplus )|(?<=\bincluding ))(?!an?\b)(?P<elided>{NUMBER})"
+               r"\s+(?=(?:as|in|on|at|"
+               r"spent|of\s+(?!them|those|these|which)\w+|[a-z]+ing)\b)", re.I),
 ]
 
 _NEGATED = re.compile(r"\b(?:never|not yet|haven't|have not|hasn't|has not|didn't|did not|don't|do not|no)\b", re.I)
@@ -86,7 +90,8 @@ CONCEPTS: dict[str, list[str]] = {
                    r"\bmanag\w*\s+(?:a\s+|the\s+|my\s+)?"
                    r"(?:teams?|people|engineers|developers|reports|staff|groups?|squads?|departments?)",
                    r"(?:engineering|team|people|development|software|technical|tech)\s+manag\w*",
-                   r"\bhead\s+of\b", r"\bdirector\b", r"\bvp\b", r"\bsupervis\w*", r"\bmanager\b"],
+                   r"\bhead\s+of\b", r"\bdirector\b", r"\bvp\b", r"\bsupervis\w*", r"\bmanager\b",
+                   r"\b(?:people|team|engineering|line)\s+management\b", r"^\s*(?:in\s+)?management\s*$"],
     "development": [r"\bdevelop\w*", r"\bengineer(?:s|ing)?\b", r"\bprogramm\w*", r"\bcod(?:e|ing|er)\b",
                     r"\bsoftware\b", r"\bback[\s-]?end\b", r"\bfront[\s-]?end\b", r"\bfull[\s-]?stack\b",
                     r"\bpython\b", r"\bjava(?:script)?\b", r"\bc\+\+|\bc#|\bgolang\b|\brust\b|\btypescript\b|"
@@ -103,6 +108,7 @@ _FILLER = frozenset("""i i've ive i'm im me my we our us you your a an the of in
 have has had been be being was were am is are do did done doing having get got years year yrs months month
 experience experiences professional hands-on industry total overall work worked working job role roles career
 them those these which who that this last past since now currently also still about around roughly nearly almost
+including
 over more than some close plus full time full-time then while but so all""".split())
 _SUFFIXES = ("ments", "ment", "ings", "ing", "ions", "ion", "ers", "er", "ed", "es", "s")
 
@@ -163,6 +169,7 @@ class _Duration:
     start: int
     end: int
     ago: bool = False  # "a year ago": since then, and the activity is the sentence's
+    elided: bool = False  # a number whose unit an earlier duration gave ("... and 5 as a manager")
 
 
 def _months_between(year: int, month: int, today: date) -> float:
@@ -190,7 +197,7 @@ def _value(m: re.Match[str], today: date) -> float:
         return round(years, 2)
     if g.get("only_months"):
         return round(number(g["only_months"]) / 12, 2)
-    for name in ("part", "part2", "last", "bare"):
+    for name in ("part", "part2", "last", "bare", "elided"):
         if g.get(name):
             return number(g[name])
     text = m.group(0).lower()
@@ -205,7 +212,9 @@ def durations(text: str, today: date | None = None) -> list[_Duration]:
         for m in pattern.finditer(text):
             if any(d.start < m.end() and m.start() < d.end for d in found):
                 continue
-            found.append(_Duration(_value(m, today), m.start(), m.end(), bool(m.groupdict().get("ago"))))
+            groups = m.groupdict()
+            found.append(_Duration(_value(m, today), m.start(), m.end(), bool(groups.get("ago")),
+                                   bool(groups.get("elided"))))
     return sorted(found, key=lambda d: d.start)
 
 
@@ -213,6 +222,9 @@ _LEAD_VERBS = re.compile(r"(?:mentor|coach|manag|lead|led|supervis)\w*(?:\s*(?:,
                          r"(?:mentor|coach|manag|lead|led|supervis)\w*)*", re.I)
 _CLAUSE = re.compile(r"\.(?!\d)|[;!?\n]+|,\s+|\s+\(|\)")
 _JOIN = re.compile(r"\s+(?:and|but|while|then|plus|after|who|which|that|where)\s+", re.I)
+# Between two durations a clause is also cut at "with" and "including" ("ten years of backend work with 4 in
+# management"); not elsewhere, where "never worked with Kubernetes" must stay one clause.
+_JOIN_BETWEEN = re.compile(r"\s+(?:and|but|while|then|plus|after|who|which|that|where|with|including)\s+", re.I)
 
 
 def _clauses(text: str) -> list[tuple[int, str]]:
@@ -259,8 +271,11 @@ def read_entries(text: str, today: date | None = None) -> list[Entry]:
     """The experience entries stated in text (see the module's docstring for the grammar)."""
     today = today or date.today()
     entries: list[Entry] = []
+    unit_said = False  # an elided number is a duration only after one with its unit
     for _, clause in _clauses(text):
-        found = durations(clause, today)
+        found = [d for d in durations(clause, today) if not d.elided or unit_said or any(
+            not e.elided and e.start < d.start for e in durations(clause, today))]
+        unit_said = unit_said or any(not d.elided for d in found)
         if not found:
             entries += _never(clause)
             continue
@@ -270,7 +285,7 @@ def read_entries(text: str, today: date | None = None) -> list[Entry]:
             # one piece per duration, cut at the last joining word between two durations (else right after the first)
             cuts = []
             for left, right in zip(found, found[1:], strict=False):
-                joins = [m.start() for m in _JOIN.finditer(clause, left.end, right.start)]
+                joins = [m.start() for m in _JOIN_BETWEEN.finditer(clause, left.end, right.start)]
                 cuts.append(joins[-1] if joins else left.end)
             if _NEGATED.search(clause):
                 cuts += [m.start() for m in _JOIN.finditer(clause)]

@@ -72,8 +72,17 @@ _DEGREE = {
                            r"\bbachelors\b", re.IGNORECASE),
 }
 # "I have no degree", not "can I become a manager without a degree?" (a question, not a fact)
-_NO_DEGREE = re.compile(r"\b(?:no|never got an?|don't have an?|do not have an?|never earned an?)\s+"
-                        r"(?:college |university )?degree\b|\bdropped out\b|\bself-taught\b", re.IGNORECASE)
+_NO_DEGREE = re.compile(r"\b(?:no|never got an?|don't have an?|do not have an?|never earned an?|without an?)\s+"
+                        r"(?:college |university )?degree\b(?!\s+(?:in|of)\b)(?=[^?]*(?:[.!,;]|$))|"
+                        r"\b(?:never|didn't|did not)\s+(?:went|go|attend(?:ed)?|finish(?:ed)?|complete[d]?)\s+"
+                        r"(?:to\s+)?(?:college|university|uni)\b|"
+                        r"\bdropped out\b|\bself-taught\b", re.IGNORECASE)
+# What the person says they hold: a degree named in a question ("is a master's required?") is not one held
+# unless the question says so ("with my bachelor's, ...?").
+_ASKS_OF_DEGREE = re.compile(r"\b(?:require[sd]?|need(?:ed|s)?|necessary|mandatory|a must|worth|help|matter|count)\b",
+                             re.IGNORECASE)
+_HOLDS = re.compile(r"\b(?:i\s+(?:have|hold|got|earned|completed|finished)|i've\s+(?:got|earned|completed)|"
+                    r"i'm\s+a\s+graduate|with\s+(?:a|an|my)|my)\b", re.IGNORECASE)
 _FIELD = re.compile(r"(?:in|of)\s+([A-Za-z][A-Za-z &/-]{2,40}?)(?=[.,;!?)]|\s+(?:and|but|from|at|with|which|"
                     r"is|so|or)\b|$)", re.IGNORECASE)
 _SKILL_LIST = re.compile(r"\b(?:i know|i use|i've used|i have used|i work with|"
@@ -183,8 +192,14 @@ def _degrees_held(text: str) -> tuple[str, re.Match[str]] | None:
     held = []
     for level in ("phd", "master", "bachelor"):
         for m in _DEGREE[level].finditer(text):
-            if not _PLANNED.search(text[max(0, m.start() - 30):m.start()]):
-                held.append((level, m))
+            if _PLANNED.search(text[max(0, m.start() - 30):m.start()]):
+                continue
+            begins = max(text.rfind(c, 0, m.start()) for c in ".?!\n") + 1
+            ends = min((i for i in (text.find(c, m.end()) for c in ".?!\n") if i >= 0), default=len(text))
+            if (text[ends:ends + 1] == "?" and _ASKS_OF_DEGREE.search(text[begins:ends])
+                    and not _HOLDS.search(text, begins, m.start())):
+                continue
+            held.append((level, m))
     return max(held, key=lambda h: degree_rank(h[0])) if held else None
 
 

@@ -177,6 +177,9 @@ def _rungs(a: Assessment, cite: _Citer, question: str) -> list[str]:
                 + f" {cite(*(r.cite for r in beyond))}."]
     if a.next is not None:
         return [f"Next rung: {_pay(a.next)} base salary {cite(a.next.cite)}."]
+    if steps:
+        return [f"Tell me your current title to see the rung above yours; the ladder starts at {_pay(steps[0])} "
+                f"base salary {cite(steps[0].cite)}."]
     return []
 
 

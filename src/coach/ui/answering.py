@@ -90,12 +90,19 @@ def status_line(coach: Coach, took_ms: float | None = None, fallback: str | None
 
 # -- answering ------------------------------------------------------------------------------------
 def answer_steps(backends: Backends, settings: Settings, message: str, conversation: Conversation | None,
-                 backend: str | None, top_k: float | None, profile: Profile | None = None) -> Iterator[Step]:
-    """The chat as it changes while one question is answered; the conversation data is the last item."""
+                 backend: str | None, top_k: float | None, profile: Profile | None = None,
+                 role: str | None = None) -> Iterator[Step]:
+    """The chat as it changes while one question is answered; the conversation data is the last item.
+
+    A conversation keeps the role it was started with (its `role`); `role` (the page's picker) names the
+    role of a conversation that has none yet.
+    """
     question = message or ""
     turn = Turn(question)
     try:
-        coach = backends.get(backend)
+        role = chat.role_of(conversation) or role
+        coach = backends.get(backend).for_role(role)
+        conversation = chat.with_role(conversation, coach.retriever.role)
         turn.backend = coach.backend_name
         history = chat.history_for_coach(conversation)
         shown = chat.with_turn(conversation, turn)

@@ -54,44 +54,61 @@ def build_ui(coach: Coach, settings: Settings, store: PlanStore | None = None) -
     plans = PlanService(coach, store)
     try:
         role = coach.role()
+        roles = coach.roles()
     except CoachError:
-        role = "this role"
+        role, roles = "this role", ()
 
     def submit_steps(message: str, conversation: Conversation | None, backend: str | None, top_k: float | None,
-                     person: str = "") -> Generator[tuple[Any, ...], None, None]:
+                     person: str = "", picked_role: str | None = None) -> Generator[tuple[Any, ...], None, None]:
         if not (message or "").strip():
             yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
             return
         busy = gr.Textbox(value="", submit_btn=False, stop_btn=True)
         profile = plans.saved_profile(person)
-        for step in answer_steps(backends, settings, message, conversation, backend, top_k, profile):
+        for step in answer_steps(backends, settings, message, conversation, backend, top_k, profile, picked_role):
             yield busy, *step
 
-    def api_steps(message: str, conversation: Conversation | None, backend: str | None, top_k: float | None
-                  ) -> Generator[Step, None, None]:
+    def api_steps(message: str, conversation: Conversation | None, backend: str | None, top_k: float | None,
+                  picked_role: str | None = None) -> Generator[Step, None, None]:
         if not (message or "").strip():
             yield gr.skip(), gr.skip(), gr.skip(), gr.skip()
             return
-        yield from answer_steps(backends, settings, message, conversation, backend, top_k)
+        yield from answer_steps(backends, settings, message, conversation, backend, top_k, role=picked_role)
 
     # Async generators, so that a stop is felt while the model is silent (see in_background).
     async def on_submit(message: str, conversation: Conversation | None, backend: str | None,
-                        top_k: float | None, person_id: str, request: gr.Request) -> AsyncIterator[tuple[Any, ...]]:
+                        top_k: float | None, picked_role: str | None, person_id: str, request: gr.Request
+                        ) -> AsyncIterator[tuple[Any, ...]]:
         person = plans.person(person_id, request)
-        async for step in in_background(lambda: submit_steps(message, conversation, backend, top_k, person)):
+        async for step in in_background(lambda: submit_steps(message, conversation, backend, top_k, person,
+                                                             picked_role)):
             yield step
 
-    async def on_api(message: str, conversation: Conversation | None, backend: str | None, top_k: float | None
-                     ) -> AsyncIterator[Step]:
-        async for step in in_background(lambda: api_steps(message, conversation, backend, top_k)):
+    async def on_api(message: str, conversation: Conversation | None, backend: str | None, top_k: float | None,
+                     picked_role: str | None = None) -> AsyncIterator[Step]:
+        async for step in in_background(lambda: api_steps(message, conversation, backend, top_k, picked_role)):
             yield step
 
     async def on_example(conversation: Conversation | None, backend: str | None, top_k: float | None,
-                         person_id: str, data: gr.SelectData, request: gr.Request) -> AsyncIterator[tuple[Any, ...]]:
+                         picked_role: str | None, person_id: str, data: gr.SelectData, request: gr.Request
+                         ) -> AsyncIterator[tuple[Any, ...]]:
         value = data.value if isinstance(data.value, dict) else {}
         question, person = str(value.get("text", "")), plans.person(person_id, request)
-        async for step in in_background(lambda: submit_steps(question, conversation, backend, top_k, person)):
+        async for step in in_background(lambda: submit_steps(question, conversation, backend, top_k, person,
+                                                             picked_role)):
             yield step
+
+    def on_role(picked_role: str | None, conversation: Conversation | None) -> tuple[Any, Any]:
+        """Another role picked: a new conversation about it (the one shown is saved and keeps its own role)."""
+        return chat.new_conversation(picked_role), []
+
+    def on_open(index: int, saved_chats: list[Conversation] | None) -> tuple[Any, Any, Any]:
+        """A saved conversation opened: shown, and the picker set to its role."""
+        if not saved_chats or not 0 <= index < len(saved_chats):
+            return gr.skip(), gr.skip(), gr.skip()
+        picked = saved_chats[index]
+        kept = chat.role_of(picked)
+        return picked, chat.render(picked), gr.Dropdown(value=kept) if kept in roles else gr.skip()
 
     def on_like(conversation: Conversation | None, data: gr.LikeData) -> str:
         return record_feedback(feedback, chat.feedback_row(conversation, data.index, data.liked))
@@ -102,10 +119,13 @@ def build_ui(coach: Coach, settings: Settings, store: PlanStore | None = None) -
         secret = browser_secret(settings)
         saved = gr.BrowserState([], storage_key="coach_conversations", secret=secret)
         person_id = gr.BrowserState("", storage_key="coach_person", secret=secret)
-        gr.Markdown(f"### Career coach: {html.escape(role)}\nAnswers come only from the knowledge base, "
-                    "with their sources under each answer.")
+        title = f"Career coach: {html.escape(role)}" if len(roles) <= 1 else "Career coach"
+        gr.Markdown(f"### {title}\nAnswers come only from the knowledge base, with their sources under each answer.")
         with gr.Row(equal_height=False):
             with gr.Column(scale=1, min_width=160):
+                # Shown when the knowledge base holds several roles; each conversation keeps the role it began with.
+                role_choice = gr.Dropdown(list(roles), value=roles[0] if roles else None, label="Role",
+                                          visible=len(roles) > 1, elem_id="coach-role", interactive=True)
                 new_chat = gr.Button("New chat", variant="primary", elem_id="coach-new-chat")
                 chats = gr.Dataset(components=[gr.Textbox(visible=False)], samples=[], type="index",
                                    layout="table", label="Conversations", elem_id="coach-chats")
@@ -131,7 +151,7 @@ def build_ui(coach: Coach, settings: Settings, store: PlanStore | None = None) -
                 gr.Markdown("### My plan")
                 panel = build_panel(plans.card(), initial)
 
-        inputs = [textbox, conversation, backend_choice, top_k]
+        inputs = [textbox, conversation, backend_choice, top_k, role_choice]
         page_outputs = [textbox, chatbot, status, details, conversation]
         # Each answer runs on a worker thread of its own (in_background), up to this many at once.
         answering: dict[str, Any] = {"concurrency_id": ANSWERING,
@@ -153,11 +173,12 @@ def build_ui(coach: Coach, settings: Settings, store: PlanStore | None = None) -
         chatbot.like(on_like, [conversation], [notice], queue=False, api_visibility="private")
         # Leaving a chat stops its answer in progress, which would otherwise come back and take over the new one.
         leave: dict[str, Any] = {"cancels": [asked, picked], "queue": False, "api_visibility": "private"}
-        new_chat.click(lambda: (chat.new_conversation(), []), None, [conversation, chatbot], **leave)
+        new_chat.click(lambda r: (chat.new_conversation(r if len(roles) > 1 else None), []), [role_choice],
+                       [conversation, chatbot], **leave)
+        role_choice.input(on_role, [role_choice, conversation], [conversation, chatbot], **leave)
         chatbot.clear(forget, [conversation, saved], [conversation, saved], **leave)
         gr.on([demo.load, saved.change], lambda s: gr.Dataset(samples=[[c.get("title", "")] for c in s or []]),
               [saved], [chats], queue=False, api_visibility="private")
-        chats.click(lambda i, s: (s[i], chat.render(s[i])) if s and 0 <= i < len(s) else (gr.skip(), gr.skip()),
-                    [chats, saved], [conversation, chatbot], **leave)
+        chats.click(on_open, [chats, saved], [conversation, chatbot, role_choice], **leave)
         demo.load(lambda: status_line(coach), None, [status], queue=False, api_visibility="private")
     return demo

@@ -30,9 +30,22 @@ def source_dicts(sources: list[Passage]) -> list[dict[str, Any]]:
              "text": p.text} for n, p in enumerate(sources, 1)]
 
 
-def new_conversation() -> Conversation:
-    """An empty conversation with a fresh id."""
-    return {"id": uuid.uuid4().hex, "title": "", "turns": []}
+def new_conversation(role: str | None = None) -> Conversation:
+    """An empty conversation with a fresh id (of `role` when the knowledge base holds several)."""
+    return {"id": uuid.uuid4().hex, "title": "", "turns": [], **({"role": role} if role else {})}
+
+
+def role_of(conversation: Conversation | None) -> str | None:
+    """The role a conversation is about (None: the default role, or a conversation from before roles)."""
+    role = (conversation or {}).get("role")
+    return role if isinstance(role, str) and role else None
+
+
+def with_role(conversation: Conversation | None, role: str | None) -> Conversation | None:
+    """The conversation tied to `role` (unchanged when it has one, or there is no role to tie it to)."""
+    if not role or role_of(conversation):
+        return conversation
+    return {**(conversation or new_conversation()), "role": role}
 
 
 @dataclass
