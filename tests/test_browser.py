@@ -477,3 +477,44 @@ def test_time_to_first_token_of_the_local_model_in_the_browser(chromium: Any, re
         server.close()
     print(f"\nlocal model in the browser: warm-up {warm_s:.1f} s; after Enter: sources and key points "
           f"{sources_s:.2f} s, first model token {first_s:.2f} s, whole answer {total_s:.1f} s")
+
+
+# -- several roles -----------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def two_role_server(tmp_path_factory: pytest.TempPathFactory, real_embedder: Any) -> Iterator[UiServer]:
+    """A page over a knowledge folder of two roles (the seed and tests/data/roles/staff-data-engineer)."""
+    import shutil
+
+    from conftest import make_settings
+
+    from coach.factory import build_coach
+
+    root = tmp_path_factory.mktemp("two-roles")
+    shutil.copytree(REPO / "knowledge", root / "knowledge" / "a-seed")
+    shutil.copytree(REPO / "tests" / "data" / "roles" / "staff-data-engineer", root / "knowledge" / "data-eng")
+    (root / "data").mkdir()
+    settings = make_settings(root / "knowledge", root / "data", port=free_port())
+    server = start_server(build_coach(settings, "extractive", embedder=real_embedder, say=lambda _: None))
+    yield server
+    server.close()
+
+
+def test_the_role_picker_starts_a_conversation_that_keeps_its_role(chromium: Any, two_role_server: UiServer) -> None:
+    chat = Chat(chromium, two_role_server.url).open()
+    picker = chat.page.locator("#coach-role")
+    expect(picker).to_be_visible()
+    picker.locator("input").click()
+    chat.page.get_by_role("option", name="Staff Data Engineer").click()
+    chat.ask("What is the base salary range?")
+    chat.wait_answered(1)
+    expect(chat.answers.last).to_contain_text("$160,000")  # the data role's Senior band, not the seed's
+    expect(chat.answers.last).not_to_contain_text("$150,000")
+    chat.ask("And the top of the ladder?")
+    chat.wait_answered(2)
+    expect(chat.answers.last).not_to_contain_text("Chief AI Officer")
+    assert not chat.off_machine
+    chat.close()
+
+
+def test_one_role_shows_no_picker(chat: Chat) -> None:
+    expect(chat.page.locator("#coach-role")).to_be_hidden()

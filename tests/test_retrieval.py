@@ -104,7 +104,7 @@ def test_passage_found_by_both_retrievers_ranks_first(fusion_index: Index, monke
     x, y, z = (_id(fusion_index, s) for s in ("x.md", "y.md", "z.md"))
     real_query = fusion_index.query
 
-    def dense(text: str, n: int) -> list[Hit]:
+    def dense(text: str, n: int, role: str | None = None) -> list[Hit]:
         # The dense retriever ranks X first and Z second, and never finds Y.
         hits = {h.id: h for h in real_query(text, 50)}
         return [hits[x], hits[z]][:n]
@@ -155,7 +155,7 @@ def test_search_sees_text_changed_by_a_later_sync(tmp_path: Path, models_dir: Pa
     x = _id(index, "x.md")
     real_query = index.query
     # The dense side finds only X, so what else is shown comes from the lexical side.
-    monkeypatch.setattr(index, "query", lambda text, n: [h for h in real_query(text, 50) if h.id == x])
+    monkeypatch.setattr(index, "query", lambda text, n, role=None: [h for h in real_query(text, 50, role) if h.id == x])
     retriever = HybridRetriever(index, candidates=3)
     assert any("zebra" in p.text.lower() for p in retriever.search("zebra", k=3))
     # The knowledge changes: no zebra anywhere any more; same number of chunks.

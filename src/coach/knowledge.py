@@ -197,12 +197,13 @@ def parse_file(path: Path, root: Path, max_words: int, default_role: str = "") -
 
 
 def _folder_roles(paths: list[Path], root: Path) -> dict[Path, str]:
-    """The role of each folder: the first `role:` a file directly in it declares, else (below the root) the
-    folder's name in words ("staff-data-engineer" -> "Staff Data Engineer"). A file without front matter
-    takes its folder's role, so a folder per role needs the role named once, or not at all."""
+    """The role of each folder below the root: the first `role:` a file directly in it declares, else the
+    folder's name in words ("staff-data-engineer" -> "Staff Data Engineer"). A file there without front matter
+    takes its folder's role, so a folder per role needs the role named once, or not at all. Files at the root
+    (the flat layout) keep their own front matter's role or none."""
     roles: dict[Path, str] = {}
     for path in paths:
-        if path.parent in roles:
+        if path.parent in roles or path.parent == root:
             continue
         try:
             meta, _ = _front_matter(path.read_bytes().decode("utf-8-sig", "replace").replace("\r\n", "\n"))

@@ -205,13 +205,14 @@ def _gap_years(row: Row) -> float:
 
 
 def ladder_position(profile: Profile, card: RoleCard, verdict: Verdict) -> tuple[Rung | None, Rung | None]:
-    """The person's rung (when they said it) and the next one up; for someone not in the role yet (a title not
-    on the ladder, or short of the role's requirements), its first band; else none: the rung of someone who
-    said no title and may meet the role is not known, and the first band could be a step down for them."""
+    """The person's rung (when they said it) and the next one up; for someone not on the ladder (a title not on
+    it, or a verdict on the role: short of it, or ready to enter it), its first band; else none: the rung of
+    someone who said neither a title nor enough for a verdict is not known ("I lead 3 engineers" may be said
+    by a director), and the first band could be a step down for them."""
     steps = card.steps()
     current = card.rung(profile.current_level) if profile.current_level else None
     if current is None:
-        outside = bool(profile.current_title) or verdict in ("not_yet", "close")
+        outside = bool(profile.current_title) or verdict != "unknown"
         return None, steps[0] if steps and outside else None
     at = steps.index(current) if current in steps else -1
     return current, steps[at + 1] if 0 <= at < len(steps) - 1 else None
