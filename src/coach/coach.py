@@ -35,6 +35,7 @@ from coach.retrieval import HybridRetriever, Library
 SYSTEM_PROMPTS = ("system_knowledge", "system_passages")
 PREPARED_PASSAGES = 2000  # a knowledge base up to this size has its units embedded at start-up
 MAX_TEMPERATURE = 1.0  # above this the small local model strays from its sources
+_FAMILY_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -107,13 +108,18 @@ class Coach:
         if len(found) <= 1 or role == self.retriever.role:
             return self
         family = self._family
+        with _FAMILY_LOCK:  # two first questions to a role at once make one sibling, not two
+            return self._sibling(family, role, found[0])
+
+    def _sibling(self, family: dict[str, Coach], role: str, default: str) -> Coach:
+        """The family's coach of `role`, made now if it has none (the default role's coach is this one's root)."""
         if role not in family:
             sibling = Coach(self.settings, self.retriever.scoped(role), self.backend, self.prompts,
                             similarity=self.similarity)
-            sibling._family, sibling._default_role = family, found[0]
+            sibling._family, sibling._default_role = family, default
             family[role] = sibling
-            if self.retriever.role == found[0]:
-                family.setdefault(found[0], self)
+            if self.retriever.role == default:
+                family.setdefault(default, self)
         return family[role]
 
     def topics(self) -> str:
