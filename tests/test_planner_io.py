@@ -91,7 +91,7 @@ def test_a_pdf_resume(tmp_path: Path) -> None:
     assert "9 years of software development" in PdfReader(io.BytesIO(data)).pages[0].extract_text()
     path = tmp_path / "cv.pdf"
     path.write_bytes(data)
-    text = resume_text(path)
+    text = resume_text(path).text
     assert all(line in text for line in RESUME_LINES)
 
 
@@ -116,7 +116,7 @@ def test_a_docx_resume_with_a_table(tmp_path: Path) -> None:
     table.rows[0].cells[0].text, table.rows[0].cells[1].text = "Degree", "MSc in Computer Science"
     path = tmp_path / "cv.docx"
     document.save(str(path))
-    text = resume_text(path)
+    text = resume_text(path).text
     assert RESUME_LINES[1] in text and "Degree | MSc in Computer Science" in text
 
 
@@ -124,13 +124,13 @@ def test_a_docx_resume_with_a_table(tmp_path: Path) -> None:
 def test_markdown_and_text_resumes(tmp_path: Path, name: str) -> None:
     path = tmp_path / name
     path.write_text("# Jane Doe\n\n" + "\n".join(f"- {line}" for line in RESUME_LINES) + "\n", encoding="utf-8")
-    assert RESUME_LINES[2] in resume_text(path)
+    assert RESUME_LINES[2] in resume_text(path).text
 
 
 def test_a_latin1_text_resume_is_read(tmp_path: Path) -> None:
     path = tmp_path / "cv.txt"
     path.write_bytes("Résumé: 7 years of développement".encode("latin-1"))
-    assert resume_text(path) == "Résumé: 7 years of développement"
+    assert resume_text(path).text == "Résumé: 7 years of développement"
 
 
 PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x02\x00\x00\x00\x90wS\xde" + bytes(64)

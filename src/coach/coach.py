@@ -27,7 +27,7 @@ from coach.guards import StreamGuard, looks_like_injection, secret_ngrams
 from coach.llm.base import ChatBackend, Request
 from coach.planner import Planner, Profile, Reading, read_profile, with_model_help
 from coach.planner.phrasing import contradiction, denied
-from coach.planner.resume import resume_text
+from coach.planner.resume import read_resume_file
 from coach.prompting import Prompt, Prompter
 from coach.prompts import Prompts
 from coach.retrieval import HybridRetriever, Library
@@ -129,8 +129,11 @@ class Coach:
     def read_resume(self, path: str | Path) -> Reading:
         """The profile a résumé states: read by rules, and by the chat model only where the settings let it
         (job title, location: planner.with_model_help). Raises CoachError when the file cannot be read."""
-        text = resume_text(Path(path))
+        read = read_resume_file(Path(path))
+        text = read.text
         reading = read_profile(text, self.planner.card(self.retriever.library()))
+        if note := read.note(Path(path).name):
+            reading.problems.append(note)
         if self.settings.profile_model_help and self.backend.generative:
             prompt = self.prompts.render("profile_extract", text=text[:2000])
             reading = with_model_help(reading, prompt, self.backend)

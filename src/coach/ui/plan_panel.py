@@ -8,8 +8,11 @@ user name when the page has a log-in, else a random id kept in their browser.
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -18,7 +21,7 @@ from pydantic import ValidationError
 
 from coach.coach import Coach
 from coach.errors import CoachError
-from coach.planner import Profile, RoleCard, assess, to_dict
+from coach.planner import Profile, Reading, RoleCard, assess, to_dict
 from coach.planner.assess import VERDICT_WORDS, Assessment
 from coach.planner.store import PlanStore
 
@@ -275,11 +278,13 @@ class PlanService:
     def on_resume(self, path: str | None) -> list[Any]:
         """A résumé uploaded: what was read, in the form, for the person to check before saving."""
         try:
-            profile = self.read_resume(path)
+            reading = self.read_resume(path)
         except CoachError as exc:
             return [*(gr.skip() for _ in range(10)), f"**The résumé could not be read:** {exc}"]
+        profile = reading.profile
         known = ", ".join(k.replace("_", " ") for k in profile.known()) or "nothing I could use"
-        return [*form_values(profile), f"*Read from the résumé: {known}. Check it, then Save and assess.*"]
+        notes = "".join(f" {p}" for p in reading.problems)
+        return [*form_values(profile), f"*Read from the résumé: {known}.{notes} Check it, then Save and assess.*"]
 
     def on_tick(self, person_id: str, ticked: list[str] | None, request: gr.Request) -> str:
         """Plan items ticked or unticked: kept."""
@@ -320,11 +325,14 @@ class PlanService:
             return None, set()
         return self.store.profile(person), self.store.done(person)
 
-    def read_resume(self, path: str | None) -> Profile:
-        """The profile a résumé states (raises CoachError with the reason when it cannot be read)."""
+    def read_resume(self, path: str | None) -> Reading:
+        """The profile a résumé states and what could not be taken (raises CoachError when it cannot be read)."""
         if not path:
             raise CoachError("No file was uploaded.")
-        return self.coach.read_resume(path).profile
+        try:
+            return self.coach.read_resume(path)
+        finally:
+            _forget_upload(Path(path))
 
     def from_chat(self, person: str, plan: dict[str, Any] | None) -> Profile | None:
         """Keep the profile a planning answer rested on (the chat's reading, merged into the saved one)."""
@@ -339,6 +347,19 @@ class PlanService:
     def as_dict(self, profile: Profile) -> dict[str, Any]:
         """The assessment as data (for the API's details)."""
         return to_dict(self.assess(profile))
+
+
+def _forget_upload(path: Path) -> None:
+    """An uploaded résumé is deleted once read: Gradio keeps uploads in its temporary folder otherwise. Only a
+    file inside that folder is deleted (never one the page did not receive)."""
+    uploads = Path(os.environ.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio").resolve()
+    try:
+        if path.resolve().is_relative_to(uploads):
+            path.unlink(missing_ok=True)
+            if path.parent != uploads and not any(path.parent.iterdir()):
+                path.parent.rmdir()  # Gradio's folder of this one upload
+    except OSError:
+        log.warning("an uploaded résumé could not be deleted from %s", uploads)
 
 
 def wire_panel(demo: gr.Blocks, panel: PlanPanel, service: PlanService, person_id: Any) -> None:
