@@ -87,3 +87,46 @@ def test_a_url_whose_driver_is_not_installed_names_the_fix(caplog: pytest.LogCap
     assert str(caught.value).startswith("Your feedback could not be saved because the database is unavailable")
     logged = caplog.records[-1].getMessage()
     assert "install the database's driver" in logged and "hunter2-secret" not in logged
+
+
+def test_the_database_file_is_readable_by_its_owner_only(tmp_path: Path) -> None:
+    path = tmp_path / "data" / "coach.db"
+    PlanStore(f"sqlite:///{path}").save_profile("user:ann", Profile(years_development=6))
+    assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_database_file_deleted_while_serving_is_noticed_said_and_recovered(tmp_path: Path) -> None:
+    path = tmp_path / "data" / "coach.db"
+    plans = PlanStore(f"sqlite:///{path}")
+    feedback = FeedbackStore(plans.database)
+    plans.save_profile("user:ann", Profile(years_development=6))
+    assert plans.database.lost is None
+    path.unlink()  # as the probe did, while the server runs with its connections open
+    plans.save_profile("user:bob", Profile(years_development=3))  # kept in a new file, not in the deleted one
+    assert path.exists() and plans.database.lost and "deleted" in plans.database.lost
+    assert "gone" in plans.database.lost and "\n" not in plans.database.lost
+    assert plans.profile("user:ann") is None  # the truth: it was lost, and the coach says so
+    assert plans.profile("user:bob") == Profile(years_development=3)
+    feedback.add({"question": "q", "answer": "a", "verdict": "like"})
+    plans.close()
+    again = PlanStore(f"sqlite:///{path}")  # what was saved after the loss survives a restart
+    assert again.profile("user:bob") == Profile(years_development=3) and again.database.lost is None
+    again.close()
+
+
+def test_a_database_file_put_back_is_used_without_a_restart(tmp_path: Path) -> None:
+    import shutil
+
+    path = tmp_path / "coach.db"
+    plans = PlanStore(f"sqlite:///{path}")
+    plans.save_profile("user:ann", Profile(years_development=6))
+    plans.database.close()
+    shutil.copy(path, tmp_path / "backup.db")
+    plans.profile("user:ann")  # serving again
+    path.unlink()
+    plans.save_profile("user:bob", Profile(years_development=3))
+    shutil.copy(tmp_path / "backup.db", tmp_path / "restored.db")
+    (tmp_path / "restored.db").replace(path)  # the backup put back in its place
+    assert plans.profile("user:ann") == Profile(years_development=6)
+    assert plans.database.lost and "replaced" in plans.database.lost
+    plans.close()

@@ -27,6 +27,7 @@ from coach.coach import Coach
 from coach.planner import Profile, RoleCard, assess
 from coach.planner.assess import VERDICT_WORDS, Assessment
 from coach.planner.store import PlanStore
+from coach.ui.identity import COOKIE
 from coach.ui.plan_panel import NOT_SAID, PlanService
 
 pytest_plugins = ["test_ui_fixtures"]
@@ -280,6 +281,39 @@ def test_a_saved_profile_is_assessed_and_still_there_after_a_reload(pages: Calla
     pages(ui).open().expect_empty_form()  # another browser: another person, who sees none of it
 
 
+@in_browser
+def test_who_a_person_is_comes_from_the_servers_signed_cookie(pages: Callable[[UiServer], PlanPage],
+                                                            ui: UiServer) -> None:
+    """The second probe: another client could read and overwrite a profile by sending its id, and the key
+    encrypting the id was public in /config. Now the id is a signed HttpOnly cookie the server issues."""
+    ann = pages(ui).open()
+    ann.fill("years-dev", "9")
+    ann.save()
+    expect(ann.plan_notice).to_have_text("Saved.")
+    cookie = next(c for c in ann.context.cookies() if c["name"] == COOKIE)
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    assert COOKIE not in ann.page.evaluate("document.cookie")  # no script on the page can read it
+    key = (Path(ui.settings.data_dir) / ".identity-key").read_text().strip()
+    config = ann.page.request.get(ui.url + "config").text()
+    assert key and key not in config and ".identity-key" not in config
+
+    # Someone holding ann's id but not the server's key: an unsigned or wrongly signed cookie is nobody's, and
+    # the page gives that browser a new identity of its own.
+    ident = cookie["value"].rpartition(".")[0]
+    for forged in (ident, f"{ident}.{'0' * 32}"):
+        other = pages(ui)
+        other.context.add_cookies([{**cookie, "value": forged}])
+        other.open()
+        other.expect_empty_form()
+        other.fill("years-dev", "1")
+        other.save()
+        expect(other.plan_notice).to_have_text("Saved.")
+        mine = next(c for c in other.context.cookies() if c["name"] == COOKIE)
+        assert mine["value"] != forged and mine["value"].rpartition(".")[0] != ident
+    ann.reload()
+    expect(ann.field("years-dev")).to_have_value("9")
+
+
 # -- 2. ticks, and a restart ---------------------------------------------------------------------------------------
 @in_browser
 def test_a_tick_survives_a_reload_and_a_server_restart(pages: Callable[[UiServer], PlanPage],
@@ -436,7 +470,12 @@ def form(years_dev: Any = None, years_lead: Any = None, degree: str = NOT_SAID, 
 
 
 SKIP = gr.skip()
-NO_REQUEST: Any = None  # no request, so no user name: the key is the browser id
+NO_REQUEST: Any = None  # no request: nobody (no user name, no cookie)
+
+
+def browser(service: PlanService, ident: str) -> gr.Request:
+    """A request from the browser whose signed cookie names `ident` (as the page's middleware issues it)."""
+    return gr.Request(headers={"cookie": f"{COOKIE}={service.identity.issue(ident)}"})
 
 
 def plan_of(coach: Coach, question: str) -> dict[str, Any]:
@@ -448,19 +487,24 @@ def plan_of(coach: Coach, question: str) -> dict[str, Any]:
 def test_a_bad_value_is_the_notice_and_nothing_is_saved(make_coach: Callable[..., Coach], tmp_path: Path) -> None:
     store = PlanStore(f"sqlite:///{tmp_path / 'coach.db'}")
     service = PlanService(make_coach(), store)
-    *views, notice = service.on_save("ann", *form(200, 2), NO_REQUEST)
+    *views, notice = service.on_save(*form(200, 2), browser(service, "ann"))
     assert views == [SKIP] * 4
     assert notice == "**Not saved:** Years of software development can be at most 60, not 200. Nothing was changed."
     assert store.profile("browser:ann") is None
 
-    *views, notice = service.on_save("ann", *form(9, 6, "master"), NO_REQUEST)
+    *views, notice = service.on_save(*form(9, 6, "master"), browser(service, "ann"))
     assert notice == "*Saved.*" and views[0].startswith("### Verdict: ready")
-    *views, notice = service.on_save("ann", *form(9, -2, "master"), NO_REQUEST)
+    *views, notice = service.on_save(*form(9, -2, "master"), browser(service, "ann"))
     assert views == [SKIP] * 4 and notice.startswith("**Not saved:** Years of technical leadership cannot be below 0")
     assert store.profile("browser:ann") == Profile(years_development=9, years_leadership=6, degree="master")
 
-    # Before the page has its id, nothing is written under an empty key.
-    *views, notice = service.on_save("", *form(9, 6), NO_REQUEST)
+    # A request without the page's cookie (or with a forged one) is nobody: nothing is written.
+    forged = gr.Request(headers={"cookie": f"{COOKIE}=ann.{'0' * 32}"})
+    for nobody in (NO_REQUEST, forged, gr.Request(headers={"cookie": f"{COOKIE}=ann"})):
+        *views, notice = service.on_save(*form(1, 1), nobody)
+        assert views == [SKIP] * 4 and "not finished loading" in notice
+    assert store.profile("browser:ann") == Profile(years_development=9, years_leadership=6, degree="master")
+    *views, notice = service.on_save(*form(9, 6), NO_REQUEST)
     assert views == [SKIP] * 4 and "not finished loading" in notice
     assert store.profile("") is None
 
@@ -472,11 +516,11 @@ def test_a_chat_answer_without_a_plan_changes_nothing(make_coach: Callable[..., 
     store.save_profile("browser:ann", Profile(years_development=3))
     details = {"answer": "The role leads teams [1].", "done": True, "route": "answer", "sources": []}
     for nothing in (details, None, {**details, "plan": None}):
-        assert service.on_chat_answer(nothing, "ann", NO_REQUEST) == [SKIP] * 15
+        assert service.on_chat_answer(nothing, browser(service, "ann")) == [SKIP] * 15
     assert store.profile("browser:ann") == Profile(years_development=3)
 
     # A planning answer fills the form and is merged into what was saved.
-    outputs = service.on_chat_answer({"plan": plan_of(coach, PLANNING)}, "ann", NO_REQUEST)
+    outputs = service.on_chat_answer({"plan": plan_of(coach, PLANNING)}, browser(service, "ann"))
     assert outputs[:2] == [6, 2] and outputs[10].startswith("### Verdict: not yet") and outputs[-1] == ""
     saved = store.profile("browser:ann")
     assert saved is not None and saved.model_dump(exclude={"experience"}) == Profile(
@@ -488,10 +532,10 @@ def test_the_same_user_name_is_the_same_person_whatever_the_browser(make_coach: 
                                                                     tmp_path: Path) -> None:
     store = PlanStore(f"sqlite:///{tmp_path / 'coach.db'}")
     service = PlanService(make_coach(), store)
-    service.on_save("browser-one", *form(9, 6, "master"), gr.Request(username="ann"))
-    loaded = service.on_load("browser-two", gr.Request(username="ann"))
-    assert loaded[0] == "browser-two" and loaded[1:3] == [9, 6] and loaded[11].startswith("### Verdict: ready")
-    assert service.on_load("browser-one", gr.Request(username="bob"))[1:3] == [None, None]
+    service.on_save(*form(9, 6, "master"), gr.Request(username="ann"))
+    loaded = service.on_load(gr.Request(username="ann"))
+    assert loaded[0:2] == [9, 6] and loaded[10].startswith("### Verdict: ready")
+    assert service.on_load(gr.Request(username="bob"))[0:2] == [None, None]
     assert store.profile("user:ann") is not None and store.profile("browser:browser-one") is None
 
 
@@ -510,19 +554,20 @@ def test_a_database_that_cannot_be_opened_is_a_notice_and_the_chat_goes_on(
         make_coach: Callable[..., Coach], tmp_path: Path, kind: str) -> None:
     coach = make_coach()
     service = PlanService(coach, PlanStore(broken_database(tmp_path, kind)))
-    loaded = service.on_load("", NO_REQUEST)
-    person, values, verdict, notice = loaded[0], loaded[1:11], loaded[11], loaded[-1]
-    assert person and values[:3] == [None, None, None]
+    person = browser(service, "ann")
+    loaded = service.on_load(person)
+    values, verdict, notice = loaded[0:10], loaded[10], loaded[-1]
+    assert values[:3] == [None, None, None]
     assert verdict.startswith("### Verdict: not enough information")
     assert notice.startswith("Your profile cannot be kept right now") and one_sentence(notice), notice
 
-    *views, notice = service.on_save(person, *form(9, 6), NO_REQUEST)
+    *views, notice = service.on_save(*form(9, 6), person)
     assert views == [SKIP] * 4 and notice.startswith("**Not saved:** Your profile cannot be kept right now")
-    assert service.on_tick(person, ["an item"], NO_REQUEST).startswith("**Not saved:**")
-    assert service.saved_profile(f"browser:{person}") is None  # what the chat is given: nothing, no error
+    assert service.on_tick(["an item"], person).startswith("**Not saved:**")
+    assert service.saved_profile("browser:ann") is None  # what the chat is given: nothing, no error
 
     # A planning answer still fills the form and the panel; the notice says it was not kept.
-    outputs = service.on_chat_answer({"plan": plan_of(coach, PLANNING)}, person, NO_REQUEST)
+    outputs = service.on_chat_answer({"plan": plan_of(coach, PLANNING)}, person)
     assert outputs[:2] == [6, 2] and outputs[10].startswith("### Verdict: not yet")
     assert outputs[-1].startswith("**Not saved:** Your profile cannot be kept right now")
 

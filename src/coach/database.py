@@ -9,7 +9,9 @@ logged without its password, and the password is never part of a message.
 from __future__ import annotations
 
 import logging
+import os
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -72,19 +74,41 @@ class Database:
         self.url = url
         self._engine: Engine | None = None
         self._lock = threading.Lock()
+        self._file: Path | None = None  # the SQLite file, watched for being deleted or replaced
+        self._identity: tuple[int, int] | None = None
+        self.lost: str | None = None  # what a person must be told since the file went away (until a restart)
 
     def engine(self, unavailable: str) -> Engine:
-        """The engine; StoreError(unavailable) when the database cannot be opened (tried again on the next call)."""
+        """The engine; StoreError(unavailable) when the database cannot be opened (tried again on the next call).
+
+        A SQLite file deleted or replaced while the coach runs is noticed here, before every read and write
+        (SQLite would go on writing to the deleted file, and every save would vanish): the engine is opened
+        again on the file now at that path (a new, empty one when there is none) and `lost` says what happened.
+        """
         with self._lock:
+            if self._engine is not None and self._file is not None and _identity(self._file) != self._identity:
+                gone = _identity(self._file) is None
+                self._engine.dispose()
+                self._engine = None
+                log.error("the database file %s was %s while the coach ran; opened again", self._file,
+                          "deleted" if gone else "replaced")
+                self.lost = (f"The database file was deleted at {time.strftime('%H:%M')} while the coach ran: what "
+                             "was saved before then is gone; what you save now is kept." if gone else
+                             f"The database file was replaced at {time.strftime('%H:%M')} while the coach ran; "
+                             "what is saved is now the new file's.")
             if self._engine is None:
                 try:
                     url = make_url(self.url)
                     if url.drivername in ("postgresql", "postgres"):  # the installed driver, not psycopg2
                         url = url.set(drivername="postgresql+psycopg")
                     if url.drivername.startswith("sqlite") and url.database not in (None, "", ":memory:"):
-                        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+                        self._file = Path(url.database)
+                        self._file.parent.mkdir(parents=True, exist_ok=True)
+                        # Profiles are personal: readable by the coach's own user only (SQLite's journals copy it).
+                        os.close(os.open(self._file, os.O_CREAT | os.O_WRONLY, 0o600))
                     engine = create_engine(url, pool_pre_ping=True)
                     METADATA.create_all(engine)
+                    self._identity = _identity(self._file) if self._file is not None else None
                 except (SQLAlchemyError, OSError, ImportError) as exc:
                     hint = ("install the database's driver" if isinstance(exc, ImportError)
                             else "check COACH_DATABASE_URL and that the database server runs, or move a damaged "
@@ -137,6 +161,15 @@ class Store:
     def close(self) -> None:
         """Release the connections."""
         self.database.close()
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of a file, or None when there is none: a file replaced at the same path has another."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def why(exc: BaseException) -> str:

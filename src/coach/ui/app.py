@@ -32,8 +32,9 @@ from coach.ui.answering import (
 )
 from coach.ui.chat import Conversation
 from coach.ui.feedback import record_feedback
+from coach.ui.identity import Identity
 from coach.ui.plan_panel import PlanService, build_panel, wire_panel
-from coach.ui.server import browser_secret
+from coach.ui.server import browser_storage_key
 
 API_NAME = "chat"
 ANSWERING = "coach-answer"  # the concurrency group of everything that asks the model
@@ -51,7 +52,7 @@ def build_ui(coach: Coach, settings: Settings, store: PlanStore | None = None) -
     backends = Backends(coach, settings)
     store = store or PlanStore(settings.database)
     feedback = FeedbackStore(store.database)  # the same database and connections as the profiles
-    plans = PlanService(coach, store)
+    plans = PlanService(coach, store, Identity.of(settings))
     try:
         role = coach.role()
         roles = coach.roles()
@@ -77,9 +78,9 @@ def build_ui(coach: Coach, settings: Settings, store: PlanStore | None = None) -
 
     # Async generators, so that a stop is felt while the model is silent (see in_background).
     async def on_submit(message: str, conversation: Conversation | None, backend: str | None,
-                        top_k: float | None, picked_role: str | None, person_id: str, request: gr.Request
+                        top_k: float | None, picked_role: str | None, request: gr.Request
                         ) -> AsyncIterator[tuple[Any, ...]]:
-        person = plans.person(person_id, request)
+        person = plans.person(request)
         async for step in in_background(lambda: submit_steps(message, conversation, backend, top_k, person,
                                                              picked_role)):
             yield step
@@ -90,10 +91,10 @@ def build_ui(coach: Coach, settings: Settings, store: PlanStore | None = None) -
             yield step
 
     async def on_example(conversation: Conversation | None, backend: str | None, top_k: float | None,
-                         picked_role: str | None, person_id: str, data: gr.SelectData, request: gr.Request
+                         picked_role: str | None, data: gr.SelectData, request: gr.Request
                          ) -> AsyncIterator[tuple[Any, ...]]:
         value = data.value if isinstance(data.value, dict) else {}
-        question, person = str(value.get("text", "")), plans.person(person_id, request)
+        question, person = str(value.get("text", "")), plans.person(request)
         async for step in in_background(lambda: submit_steps(question, conversation, backend, top_k, person,
                                                              picked_role)):
             yield step
@@ -116,9 +117,7 @@ def build_ui(coach: Coach, settings: Settings, store: PlanStore | None = None) -
     initial = plans.views(None, set())  # made outside the page: an update, not a component of it
     with gr.Blocks(title="Career coach", fill_height=True) as demo:
         conversation = gr.State(None)
-        secret = browser_secret(settings)
-        saved = gr.BrowserState([], storage_key="coach_conversations", secret=secret)
-        person_id = gr.BrowserState("", storage_key="coach_person", secret=secret)
+        saved = gr.BrowserState([], storage_key="coach_conversations", secret=browser_storage_key(settings))
         title = f"Career coach: {html.escape(role)}" if len(roles) <= 1 else "Career coach"
         gr.Markdown(f"### {title}\nAnswers come only from the knowledge base, with their sources under each answer.")
         with gr.Row(equal_height=False):
@@ -156,8 +155,8 @@ def build_ui(coach: Coach, settings: Settings, store: PlanStore | None = None) -
         # Each answer runs on a worker thread of its own (in_background), up to this many at once.
         answering: dict[str, Any] = {"concurrency_id": ANSWERING,
                                      "concurrency_limit": parallel_answers(settings, coach.backend_name)}
-        asked = textbox.submit(on_submit, [*inputs, person_id], page_outputs, api_visibility="private", **answering)
-        picked = chatbot.example_select(on_example, [*inputs[1:], person_id], page_outputs, api_visibility="private",
+        asked = textbox.submit(on_submit, inputs, page_outputs, api_visibility="private", **answering)
+        picked = chatbot.example_select(on_example, inputs[1:], page_outputs, api_visibility="private",
                                         **answering)
         api_trigger.click(on_api, inputs, [chatbot, status, details, conversation], api_name=API_NAME, **answering)
         private: dict[str, Any] = {"queue": False, "api_visibility": "private"}
@@ -166,8 +165,8 @@ def build_ui(coach: Coach, settings: Settings, store: PlanStore | None = None) -
                 lambda c: (gr.Textbox(submit_btn=True, stop_btn=False), chat.render(c)), [conversation],
                 [textbox, chatbot], **private).then(
                 save_conversation, [conversation, saved], [saved], **private).then(
-                plans.on_chat_answer, [details, person_id], [*panel.fields, *panel.views, panel.notice], **private)
-        wire_panel(demo, panel, plans, person_id)
+                plans.on_chat_answer, [details], [*panel.fields, *panel.views, panel.notice], **private)
+        wire_panel(demo, panel, plans)
         textbox.stop(None, None, None, cancels=[asked, picked], api_visibility="private")
 
         chatbot.like(on_like, [conversation], [notice], queue=False, api_visibility="private")

@@ -21,4 +21,5 @@ def record_feedback(feedback: FeedbackStore, row: dict[str, Any] | None) -> str:
     except StoreError as exc:
         log.error("could not record feedback: %s", exc)
         return f"*{html.escape(str(exc), quote=False)}*"
-    return f"*Thanks: your {row['verdict']} was recorded.*"
+    lost = feedback.database.lost
+    return f"*Thanks: your {row['verdict']} was recorded.*" + (f" **Note:** {lost}" if lost else "")

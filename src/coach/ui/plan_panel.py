@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from coach.errors import CoachError
 from coach.planner import Profile, Reading, RoleCard, assess, to_dict
 from coach.planner.assess import VERDICT_WORDS, Assessment
 from coach.planner.store import PlanStore
+from coach.ui.identity import Identity
 
 log = logging.getLogger("coach.ui")
 
@@ -214,28 +214,17 @@ def panel_views(a: Assessment, done: set[str]) -> list[Any]:
 
 
 # -- the person and their saved plan ------------------------------------------------------------------
-def person_key(saved_id: str | None, request: gr.Request | None) -> str:
-    """The user name when the page has a log-in, else the browser's own random id."""
-    username = getattr(request, "username", None) if request is not None else None
-    return f"user:{username}" if username else f"browser:{saved_id}" if saved_id else ""
-
-
-def new_browser_id(saved_id: str | None) -> str:
-    """The browser's id: kept if it has one, a fresh random one otherwise."""
-    return saved_id if saved_id else uuid.uuid4().hex
-
-
 class PlanService:
     """What the panel's handlers do, over one coach and one store; a store failure becomes a notice."""
 
-    def __init__(self, coach: Coach, store: PlanStore) -> None:
+    def __init__(self, coach: Coach, store: PlanStore, identity: Identity | None = None) -> None:
         self.coach = coach
         self.store = store
+        self.identity = identity or Identity.of(coach.settings)
 
-    @staticmethod
-    def person(person_id: str | None, request: gr.Request | None) -> str:
-        """The key of the person on this page."""
-        return person_key(person_id, request)
+    def person(self, request: gr.Request | None) -> str:
+        """The key of the person on this page: the log-in's user name, or the server's signed cookie."""
+        return self.identity.person(request)
 
     def saved_profile(self, person: str) -> Profile | None:
         """The person's saved profile, or None (also when the database cannot be read: the chat goes on)."""
@@ -249,22 +238,26 @@ class PlanService:
         """The panel's views for a profile."""
         return panel_views(self.assess(profile or Profile()), done)
 
+    def lost(self) -> str:
+        """A notice when the database file was deleted or replaced while the coach ran (else empty)."""
+        lost = self.store.database.lost
+        return f"**Note:** {lost}" if lost else ""
+
     # -- handlers ------------------------------------------------------------------------------------
-    def on_load(self, person_id: str, request: gr.Request) -> list[Any]:
-        """A page opened: the browser's id, then the saved profile in the form and its assessment."""
-        person_id = new_browser_id(person_id)
+    def on_load(self, request: gr.Request) -> list[Any]:
+        """A page opened: the saved profile in the form and its assessment."""
         try:
-            profile, done = self.saved(self.person(person_id, request))
-            note = ""
+            profile, done = self.saved(self.person(request))
+            note = self.lost()
         except CoachError as exc:
             profile, done, note = None, set(), str(exc)
-        return [person_id, *form_values(profile), *self.views(profile, done), note]
+        return [*form_values(profile), *self.views(profile, done), note]
 
-    def on_save(self, person_id: str, years_dev: Any, years_lead: Any, people: Any, degree: Any, field: Any,
+    def on_save(self, years_dev: Any, years_lead: Any, people: Any, degree: Any, field: Any,
                 skills: Any, title: Any, level: Any, salary: Any, location: Any, request: gr.Request) -> list[Any]:
         """The form saved: the profile kept and assessed (a bad value changes nothing and says why)."""
-        person = self.person(person_id, request)
-        if not person:  # before on_load gave this browser its id: nobody's row to write
+        person = self.person(request)
+        if not person:  # a request without the page's cookie: nobody's row to write
             return [*(gr.skip() for _ in range(4)), f"**Not saved:** {NOT_READY}"]
         try:
             profile = profile_from_form(years_dev, years_lead, people, degree, field, skills, title, level, salary,
@@ -273,7 +266,7 @@ class PlanService:
             done = self.store.done(person)
         except CoachError as exc:
             return [*(gr.skip() for _ in range(4)), f"**Not saved:** {exc}"]
-        return [*self.views(profile, done), "*Saved.*"]
+        return [*self.views(profile, done), f"*Saved.* {self.lost()}".strip()]
 
     def on_resume(self, path: str | None) -> list[Any]:
         """A résumé uploaded: what was read, in the form, for the person to check before saving."""
@@ -286,9 +279,9 @@ class PlanService:
         notes = "".join(f" {p}" for p in reading.problems)
         return [*form_values(profile), f"*Read from the résumé: {known}.{notes} Check it, then Save and assess.*"]
 
-    def on_tick(self, person_id: str, ticked: list[str] | None, request: gr.Request) -> str:
+    def on_tick(self, ticked: list[str] | None, request: gr.Request) -> str:
         """Plan items ticked or unticked: kept."""
-        person = self.person(person_id, request)
+        person = self.person(request)
         if not person:
             return f"**Not saved:** {NOT_READY}"
         try:
@@ -297,12 +290,12 @@ class PlanService:
             return f"**Not saved:** {exc}"
         return f"*Kept: {len(ticked or [])} of your plan's items done.*"
 
-    def on_chat_answer(self, details: dict[str, Any] | None, person_id: str, request: gr.Request) -> list[Any]:
+    def on_chat_answer(self, details: dict[str, Any] | None, request: gr.Request) -> list[Any]:
         """After a chat answer: a planning answer fills the form and the panel (and is kept)."""
         plan = (details or {}).get("plan")
         if not plan:
             return [gr.skip() for _ in range(15)]
-        person = self.person(person_id, request)
+        person = self.person(request)
         try:
             profile = self.from_chat(person, plan) or Profile.model_validate(plan["profile"])
             done = self.store.done(person)
@@ -362,10 +355,10 @@ def _forget_upload(path: Path) -> None:
         log.warning("an uploaded résumé could not be deleted from %s", uploads)
 
 
-def wire_panel(demo: gr.Blocks, panel: PlanPanel, service: PlanService, person_id: Any) -> None:
+def wire_panel(demo: gr.Blocks, panel: PlanPanel, service: PlanService) -> None:
     """The panel's events (none of them waits behind an answer)."""
     private: dict[str, Any] = {"queue": False, "api_visibility": "private"}
-    demo.load(service.on_load, [person_id], [person_id, *panel.fields, *panel.views, panel.notice], **private)
-    panel.save.click(service.on_save, [person_id, *panel.fields], [*panel.views, panel.notice], **private)
+    demo.load(service.on_load, None, [*panel.fields, *panel.views, panel.notice], **private)
+    panel.save.click(service.on_save, panel.fields, [*panel.views, panel.notice], **private)
     panel.resume.upload(service.on_resume, [panel.resume], [*panel.fields, panel.notice], **private)
-    panel.checklist.input(service.on_tick, [person_id, panel.checklist], [panel.notice], **private)
+    panel.checklist.input(service.on_tick, [panel.checklist], [panel.notice], **private)

@@ -10,15 +10,21 @@ from pathlib import Path
 import gradio as gr
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
+from starlette.middleware import Middleware
 from starlette.routing import Mount
 
 from coach.coach import Coach
 from coach.config import Settings, is_loopback
 from coach.errors import CoachError
+from coach.ui.identity import Identity, IdentityMiddleware
 
 
-def browser_secret(settings: Settings) -> str | None:
-    """A stable key for the conversations kept in the browser, so they survive a server restart."""
+def browser_storage_key(settings: Settings) -> str | None:
+    """A stable key for the conversations kept in the browser, so they survive a server restart.
+
+    Not a secret: Gradio sends it to every page (/config) to encrypt what that browser keeps. Nothing that
+    needs secrecy uses it; who a person is comes from the signed cookie (coach.ui.identity).
+    """
     path = Path(settings.data_dir) / ".ui-secret"
     try:
         if not path.is_file():
@@ -45,6 +51,7 @@ def launch(demo: gr.Blocks, settings: Settings, block: bool = True, quiet: bool 
         show_error=False, quiet=quiet, share=False, inbrowser=False, ssr_mode=False, pwa=False,
         mcp_server=False, enable_monitoring=False, footer_links=["api", "settings"],
         max_file_size="10mb",  # a résumé larger than this is refused before it is uploaded
+        app_kwargs={"middleware": [Middleware(IdentityMiddleware, identity=Identity.of(settings))]},
     )
     if coach is not None:
         mount_api(app, coach, settings)
