@@ -449,9 +449,12 @@ def test_while_the_model_warms_answers_and_readiness_are_503(fake_api: UiServer)
         health = httpx.get(fake_api.url + "healthz")
         assert health.status_code == 503 and health.json()["status"] == "starting"
         assert health.json()["model"]["warm"] is False
+        assert httpx.head(fake_api.url + "healthz").status_code == 503  # load balancers ask with HEAD
     finally:
         coach.warming = False
     assert httpx.get(fake_api.url + "healthz").status_code == 200
+    head = httpx.head(fake_api.url + "healthz")
+    assert head.status_code == 200 and head.content == b""
     assert post(fake_api, ask(QUESTION)).status_code == 200
 
 

@@ -80,7 +80,7 @@ def mount_api(app: FastAPI, coach: Coach, settings: Settings) -> None:
     # page's 404 ({"detail": ...}) instead of an error in OpenAI's shape.
     api.path_regex = re.compile(api.path_regex.pattern, re.DOTALL)
     app.router.routes.append(api)
-    app.add_api_route("/healthz", healthz, methods=["GET"], include_in_schema=False)
+    app.add_api_route("/healthz", healthz, methods=["GET", "HEAD"], include_in_schema=False)  # balancers use HEAD
 
 
 def _say(message: str) -> None:
