@@ -29,7 +29,8 @@ class Answer:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     generation_s: float = 0.0
-    route: str = "answer"  # answer (retrieval and the model), plan (the career planner), refusal, not_covered
+    route: str = "answer"  # answer (retrieval and the model), plan (the career planner), refusal, not_covered,
+    # not_english
     plan: dict[str, Any] | None = None  # the planner's assessment, as data
     shape: str = ""  # the answer's shape (shape.Kind): list, items, parts or free
     prompt: str = field(default="", repr=False)  # the user message the model was sent

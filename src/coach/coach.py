@@ -24,6 +24,7 @@ from coach.config import Settings
 from coach.errors import BackendUnavailableError, BusyError, CoachError
 from coach.generation import Response
 from coach.guards import StreamGuard, looks_like_injection, secret_ngrams
+from coach.language import not_english
 from coach.llm.base import ChatBackend, Request
 from coach.planner import Planner, Profile, Reading, read_profile, with_model_help
 from coach.planner.phrasing import contradiction, denied
@@ -202,6 +203,10 @@ class Coach:
         if looks_like_injection(question):
             answer.injection, answer.route = True, "refusal"
             yield self._done(answer, self._refusal(), start)
+            return
+        if not_english(question):  # said before the spelling pass would turn its words into English ones
+            answer.out_of_scope, answer.route = True, "not_english"
+            yield self._done(answer, self.prompts.render("not_english", role=self.role()), start)
             return
         library = self.retriever.library()
         if self.planner.wants(question, history, self.planner.card(library), profile):
