@@ -3,11 +3,13 @@ turns that fit the budget, and a follow-up made standalone for retrieval."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from helpers import CachingChat, turn
 
+from coach.coach import Coach
 from coach.conversation import (
     InputError,
     ReplayMemory,
@@ -15,6 +17,7 @@ from coach.conversation import (
     clean_question,
     history,
     is_follow_up,
+    new_subject,
     standalone,
     trim,
 )
@@ -212,3 +215,28 @@ def test_earlier_questions_are_cleaned_and_a_refused_injection_is_not_sent_again
     earlier = history(messages)
     assert [m["content"] for m in earlier.plain] == ["What does it pay?", "Entry Level: $150,000 - $180,000 "]
     assert all("instructions" not in m["content"] for m in earlier.replayed)
+
+
+@pytest.mark.parametrize(("question", "own"), [
+    ("And what about the bonus?", True), ("And the bonus?", True), ("How about stock options for VPs?", True),
+    ("Also, which soft skills matter?", True), ("So what are the common challenges?", True),
+    ("And for a director?", False), ("And in Seattle?", False), ("What about it?", False),
+    ("And the second one?", False), ("And more?", False), ("What else?", False), ("And what does it pay?", False),
+])
+def test_a_follow_up_that_names_its_own_subject_is_searched_as_written(prompts: Prompts, question: str,
+                                                                      own: bool) -> None:
+    """The second probe: "And what about the bonus?" after a skills question was searched as the skills question."""
+    assert new_subject(question) is own
+    fake = CachingChat(["SHOULD NOT BE USED"])
+    earlier = history(turn("Which skills matter?", "Python and leadership [1].")).plain
+    got = standalone(question, earlier, fake, prompts)
+    assert got == (question if own else f"Which skills matter? {question}") and fake.requests == []
+
+
+@pytest.mark.integration
+def test_a_topic_change_reaches_the_new_topic_through_retrieval(make_real_coach: Callable[..., Coach]) -> None:
+    coach = make_real_coach()
+    first = coach.answer("Which technical skills matter most for the role?")
+    follow = coach.answer("And what about the bonus?", turn(first.question, first.text))
+    assert follow.standalone == "And what about the bonus?"
+    assert any("bonus" in p.text.lower() for p in follow.sources[:2]), [p.label for p in follow.sources]

@@ -63,6 +63,26 @@ def is_follow_up(question: str) -> bool:
     return bool(_FOLLOW_UP.search(question))
 
 
+# Words that point back at the conversation: a follow-up holding one needs it to be understood.
+_REFERS = re.compile(r"\b(it|its|that|this one|those|these|they|them|their|he|she|him|her|one|ones|above|"
+                     r"previous(ly)?|earlier|else|instead|the (first|second|third|last|other|previous|same))\b",
+                     re.IGNORECASE)
+_LEAD = re.compile(r"^\s*(?:(?:and|but|or|so|also|then|ok(?:ay)?|now|what about|how about)\b[\s,]*)+", re.IGNORECASE)
+# A follow-up that goes on with a preposition modifies the previous question ("and for a director?").
+_MODIFIER = re.compile(r"^(?:for|in|at|with|as|on|by|from|to|of|over|under|after|before|without|within|per|"
+                       r"across|outside|inside)\b", re.IGNORECASE)
+
+
+def new_subject(question: str) -> bool:
+    """Whether a follow-up names a subject of its own ("And what about the bonus?"): content words, nothing
+    pointing back, and not a phrase that modifies the previous question ("and for a director?"). Such a
+    question is searched as written; taking the previous question along would search the old topic."""
+    from coach.retrieval import tokenize
+
+    rest = _LEAD.sub("", question).strip()
+    return bool(tokenize(rest)) and not _REFERS.search(rest) and not _MODIFIER.match(rest)
+
+
 def _key(text: str) -> str:
     return " ".join(text.split())
 
@@ -170,7 +190,7 @@ def standalone(question: str, history: list[Message], backend: ChatBackend, prom
     retrieval, and the model itself still sees the conversation).
     """
     previous = [m["content"] for m in history if m["role"] == "user"]
-    if not previous or not is_follow_up(question):
+    if not previous or not is_follow_up(question) or new_subject(question):
         return question
     if backend.generative and not backend.caches_prefix:
         lines = "\n".join(f"{m['role']}: {m['content'][:400]}" for m in history[-4:])
