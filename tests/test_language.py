@@ -17,7 +17,8 @@ from coach.language import not_english
 
 OTHER = [
     "Wie viel verdient man in dieser Rolle?", "Was ist die Rolle eines Managers?", "Welche Fähigkeiten brauche ich?",
-    "Quel est le salaire pour ce poste ?", "Comment devenir manager dans cette entreprise ?", "¿Cuánto gana un gerente de ingeniería?",
+    "Quel est le salaire pour ce poste ?", "Comment devenir manager dans cette entreprise ?",
+    "¿Cuánto gana un gerente de ingeniería?",
     "¿Qué habilidades necesito para este puesto?", "Quanto guadagna un manager?", "Quanto ganha um gerente?",
     "Hoe veel verdient een manager?", "Что нужно знать для этой роли?", "这个职位的薪水是多少？",
     "この仕事の給料はいくらですか", "ما هو الراتب؟", "연봉은 얼마입니까?",

@@ -214,7 +214,8 @@ def test_a_conversation_keeps_its_role(coach: Coach) -> None:
     conversation = first[-1]
     assert chat.role_of(conversation) == DATA
     # the picker shows another role now: the conversation's follow-up still answers from its own
-    follow = last(answer_steps(backends, coach.settings, "And the bonus?", conversation, None, None, role=SEED))
+    follow = last(answer_steps(backends, coach.settings, "And for a staff engineer?", conversation, None, None,
+                               role=SEED))
     turn = follow[-1]["turns"][-1]
     data_text = " ".join(p.text for p in coach.for_role(DATA).retriever.library().passages)
     assert turn["sources"] and all(s["text"] in data_text for s in turn["sources"])

@@ -12,6 +12,7 @@ from coach.llm import make_backend
 from coach.prompts import Prompts
 from coach.retrieval import HybridRetriever, build_retriever
 from coach.store import Embedder, Index, SyncReport, default_embedder, open_index
+from coach.watch import index_lock
 
 Say = Callable[[str], None]
 
@@ -22,7 +23,8 @@ def sync_index(settings: Settings, index: Index, rebuild: bool = False, progress
     kb = knowledge.load(Path(settings.knowledge_dir), settings.chunk_max_words)
     for warning in kb.warnings:
         say(f"warning: {warning}")
-    return index.rebuild(kb.chunks, progress) if rebuild else index.sync(kb.chunks, progress)
+    with index_lock(settings):  # a running server's watch may be writing it (coach.watch)
+        return index.rebuild(kb.chunks, progress) if rebuild else index.sync(kb.chunks, progress)
 
 
 def build_retriever_for(settings: Settings, embedder: Embedder | None = None, sync: bool = True,

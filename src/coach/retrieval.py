@@ -143,9 +143,9 @@ class HybridRetriever:
             return self._scoped[role]
 
     def library(self) -> Library:
-        """Every passage, as of the last search (loaded now if there was none)."""
-        if self._library is None:
-            self._refresh()
+        """Every passage of the index as it is now (reloaded when its revision changed: a re-read knowledge
+        folder, or another instance's sync)."""
+        self._refresh()
         assert self._library is not None
         return self._library
 

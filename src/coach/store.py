@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlparse
 
 from coach import index_check
@@ -19,6 +19,7 @@ from coach.errors import CoachError, IndexDamagedError, IndexError_, IndexUnreac
 from coach.knowledge import Chunk
 
 _PASSAGES = "-passages-"
+T = TypeVar("T")
 
 
 class Embedder(Protocol):
@@ -133,6 +134,8 @@ class Index:
     index_check) and fingerprinted after each sync. `server` names a Chroma server (no credentials) for
     messages; its files are the server's to keep.
     """
+
+    note: str | None = None  # what the knowledge watch last did, for the status line (coach.watch)
 
     def __init__(self, client: Any, embedder: Embedder, prefix: str = "coach", path: Path | None = None,
                  server: str = "") -> None:
@@ -305,22 +308,36 @@ class Index:
         return report
 
     # -- reading ------------------------------------------------------------------------------
-    def all_passages(self) -> tuple[str, list[str], list[str], list[dict[str, Any]]]:
-        """(collection name, ids, documents, metadatas) of every passage."""
+    def _on_active(self, work: Callable[[Any], T]) -> T:
+        """work(active collection), once more on the new active one when a rebuild removed it meanwhile (the
+        old index stays usable while a rebuild runs; only its removal at the switch can fall between the two)."""
+        collection = self.collection()
+        try:
+            with self._reading():
+                return work(collection)
+        except IndexDamagedError:
+            if collection.name in {c.name for c in self._candidates()}:
+                raise
         collection = self.collection()
         with self._reading():
+            return work(collection)
+
+    def all_passages(self) -> tuple[str, list[str], list[str], list[dict[str, Any]]]:
+        """(collection name, ids, documents, metadatas) of every passage."""
+        def read(collection: Any) -> tuple[str, list[str], list[str], list[dict[str, Any]]]:
             got = collection.get(include=["documents", "metadatas"])
-        return collection.name, list(got["ids"]), list(got["documents"] or []), [
-            dict(m or {}) for m in (got["metadatas"] or [])]
+            return collection.name, list(got["ids"]), list(got["documents"] or []), [
+                dict(m or {}) for m in (got["metadatas"] or [])]
+
+        return self._on_active(read)
 
     def query(self, text: str, n: int, role: str | None = None) -> list[Hit]:
         """The n passages nearest to text by the embedding model, with cosine similarity; of one role if given."""
-        collection = self.collection()
         vector = self.embedder.embed_query(text)
         where: Any = {"role": role} if role is not None else None
-        with self._reading():
-            res = collection.query(query_embeddings=[vector], n_results=max(1, n), where=where,
-                                   include=["documents", "metadatas", "distances"])
+        res = self._on_active(lambda collection: collection.query(
+            query_embeddings=[vector], n_results=max(1, n), where=where,
+            include=["documents", "metadatas", "distances"]))
         hits = []
         for cid, doc, meta, dist in zip(res["ids"][0], (res["documents"] or [[]])[0],
                                         (res["metadatas"] or [[]])[0], (res["distances"] or [[]])[0], strict=True):
@@ -330,9 +347,8 @@ class Index:
 
     def revision(self) -> tuple[str, str, int]:
         """Changes whenever the active index's content changes: (collection, revision, count)."""
-        collection = self.collection()
-        with self._reading():
-            return collection.name, str((collection.metadata or {}).get("revision", "")), collection.count()
+        return self._on_active(lambda collection: (
+            collection.name, str((collection.metadata or {}).get("revision", "")), collection.count()))
 
     def count(self) -> int:
         """Passages in the active index (0 when there is none); raises when it cannot be read."""

@@ -85,6 +85,8 @@ def status_line(coach: Coach, took_ms: float | None = None, fallback: str | None
         parts.append(f"**note:** the model is not ready ({html.escape(coach.warm_error)})")
     elif notice := getattr(coach.backend, "notice", None):  # e.g. the local model rebuilding its prompt cache
         parts.append(f"**note:** {html.escape(str(notice))}")
+    if coach.retriever.index.note:  # the knowledge folder changed and was re-read (coach.watch)
+        parts.append(html.escape(coach.retriever.index.note))
     return " · ".join(parts)
 
 

@@ -17,6 +17,7 @@ from coach.coach import Coach
 from coach.config import Settings, is_loopback
 from coach.errors import CoachError
 from coach.ui.identity import Identity, IdentityMiddleware
+from coach.watch import KnowledgeWatch
 
 
 def browser_storage_key(settings: Settings) -> str | None:
@@ -121,6 +122,7 @@ def serve(settings: Settings) -> int:
          f"{coach.backend_name}, model {coach.model_name}); Ctrl-C stops it.")
     # Only now: llama.cpp silences the whole process's stdout/stderr while it loads the model.
     coach.warm_in_background()
+    KnowledgeWatch(settings, coach.retriever.index, say=_say).start()  # edits to the knowledge folder are followed
     try:
         demo.block_thread()  # until Ctrl-C, which closes the server
     except KeyboardInterrupt:  # a second Ctrl-C while it closes
