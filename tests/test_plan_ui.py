@@ -418,7 +418,11 @@ def test_a_resume_fills_the_form_without_saving_and_a_bad_one_changes_nothing(
     expect(person.field("field")).to_have_value("Computer Science")
     expect(person.verdict).to_have_text(f"Verdict: {word}")
 
-    bad = [(tmp_path / "empty.md", b""), (tmp_path / "photo.pdf", bytes(range(256)) * 16)]
+    from test_resume_bounds import word_file
+
+    bomb = word_file({"word/media/bomb.xml": b"\0" * (200 * 1024 * 1024)})  # 200 KB that unpack to 200 MB
+    bad = [(tmp_path / "empty.md", b""), (tmp_path / "photo.pdf", bytes(range(256)) * 16),
+           (tmp_path / "bomb.docx", bomb)]
     for path, content in bad:
         path.write_bytes(content)
         person.upload(path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
@@ -19,6 +20,7 @@ _STOP = frozenset("""a an and are as at be been but by can could do does for fro
 is it its me my of on or our should so than that the their them there these they this to was we what when
 where which who whom why will with would you your about also any more most other such then too very just
 tell give please role job""".split())
+REVISION_CHECK_S = 0.5  # a library at most this old is used as it is (see HybridRetriever.library)
 DOMINANCE = 1.7  # a lexical score this many times the next one's: the query quotes that passage
 _WORD = re.compile(r"[a-z0-9][a-z0-9+#/.-]*[a-z0-9+#]|[a-z0-9]")
 
@@ -114,6 +116,8 @@ class HybridRetriever:
         self._library: Library | None = None
         self._speller: Speller | None = None
         self._roles: tuple[str, ...] = ()
+        self._checked = 0.0  # when the index's revision was last looked at
+        self._writes = -1  # the index's write count then
         self._scoped: dict[str | None, HybridRetriever] = {}
 
     @property
@@ -143,15 +147,20 @@ class HybridRetriever:
             return self._scoped[role]
 
     def library(self) -> Library:
-        """Every passage of the index as it is now (reloaded when its revision changed: a re-read knowledge
-        folder, or another instance's sync)."""
-        self._refresh()
+        """Every passage of the index as it is now: reloaded when its revision changed (a re-read knowledge
+        folder, another instance's sync), looked at no more than every REVISION_CHECK_S (a look costs a few
+        milliseconds, and one question asks for the library several times)."""
+        if (self._library is None or self.index.writes != self._writes
+                or time.monotonic() - self._checked >= REVISION_CHECK_S):
+            self._refresh()
         assert self._library is not None
         return self._library
 
     def _refresh(self) -> None:
         """(Re)load the lexical index when the active collection changed (another instance may sync)."""
+        writes = self.index.writes
         key = self.index.revision()
+        self._checked, self._writes = time.monotonic(), writes
         with self._lock:
             if key == self._loaded:
                 return

@@ -136,6 +136,7 @@ class Index:
     """
 
     note: str | None = None  # what the knowledge watch last did, for the status line (coach.watch)
+    writes = 0  # syncs and rebuilds done through this object: a retriever over it reloads at once after one
 
     def __init__(self, client: Any, embedder: Embedder, prefix: str = "coach", path: Path | None = None,
                  server: str = "") -> None:
@@ -197,6 +198,7 @@ class Index:
 
     def _record(self, collection: Any) -> None:
         """Fingerprint the collection's files as this sync left them (embedded indexes only)."""
+        self.writes += 1
         if self.path is not None:
             keep = {str(c.id) for c in self._candidates()}
             index_check.record(self.path, str(collection.id), keep)
