@@ -13,6 +13,7 @@ import numpy as np
 from rank_bm25 import BM25Okapi
 
 from coach.config import Settings
+from coach.errors import CoachError
 from coach.spelling import Speller
 from coach.store import Index
 
@@ -152,7 +153,12 @@ class HybridRetriever:
         milliseconds, and one question asks for the library several times)."""
         if (self._library is None or self.index.writes != self._writes
                 or time.monotonic() - self._checked >= REVISION_CHECK_S):
-            self._refresh()
+            try:
+                self._refresh()
+            except CoachError:
+                if self._library is None:
+                    raise
+                # The index went away mid-answer: the answer goes on from what is loaded; the next search says so.
         assert self._library is not None
         return self._library
 
