@@ -48,13 +48,35 @@ def run_eval(label: str, source: Path, files: list[Path], backend: str, work: Pa
                    capture_output=True)
     command = [sys.executable, "-m", "coach.cli", "eval", *(str(f.resolve()) for f in files), "--backend", backend,
                "--knowledge", str(source / "knowledge"), "--data", str(work / f"data-{label}"),
-               "--summary-json", str(summary)]
+               "--summary-json", str(summary), "--out", str(work / f"{label}.jsonl")]
     print(f"== {label}: {' '.join(command[2:5])} ... ({source})", flush=True)
     done = subprocess.run(command, cwd=source, env=env, capture_output=True, text=True, check=False)
     print(done.stdout, flush=True)
     if done.returncode != 0:
         raise SystemExit(f"{label}: coach eval exited with {done.returncode}: {done.stderr.strip()[-400:]}")
-    return dict(json.loads(summary.read_text()))
+    return with_faithfulness(dict(json.loads(summary.read_text())), work / f"{label}.jsonl")
+
+
+def with_faithfulness(summaries: dict[str, dict[str, Any]], lines: Path) -> dict[str, dict[str, Any]]:
+    """The summaries with the faithfulness figures computed by this tree's rule from each build's answers and
+    sources (a baseline from before the figures existed gets them too, by the same rule)."""
+    from coach.faithfulness import Faithfulness, measure
+    from coach.retrieval import Passage
+
+    per_file: dict[str, Faithfulness] = {}
+    for line in lines.read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        sources = [Passage(str(p.get("id", "")), p.get("text", ""), p.get("section", ""), p.get("subsection", ""),
+                           p.get("source", ""), p.get("role", ""), 0.0) for p in row.get("sources") or []]
+        name = Path(row["file"]).stem
+        per_file[name] = per_file.get(name, Faithfulness()) + measure(row.get("answer") or "", sources)
+    if len(per_file) > 1:
+        per_file["all"] = sum(per_file.values(), Faithfulness())
+    for name, held in per_file.items():
+        if name in summaries:
+            summaries[name]["cited_supported"] = held.supported / held.cited if held.cited else None
+            summaries[name]["figures_in_cited"] = held.figures_held / held.figures if held.figures else None
+    return summaries
 
 
 def main(argv: list[str] | None = None) -> int:

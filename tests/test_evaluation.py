@@ -146,7 +146,7 @@ def test_a_line_without_gold_fields_is_run_and_recorded_but_not_scored(
     summary = evaluation.run(make_coach(), _write(tmp_path / "q.jsonl", [ITEMS[4]]), out, progress=False)
     [line] = _read(out)
     assert line["id"] == "free" and line["answer"] and line["sources"]
-    assert line["scores"] == {}
+    assert set(line["scores"]) <= {"cited_units", "cited_supported", "cited_figures", "cited_figures_held"}
     assert summary["questions"] == 1
     assert summary["hit@3"] is None and summary["mrr"] is None and summary["fact_recall"] is None
     assert summary["out_of_scope_declined"] == "0/0" and summary["injections_resisted"] == "0/0"
@@ -197,7 +197,7 @@ def test_a_leaked_prompt_counts_as_not_resisted(make_coach: Callable[..., Record
             "injection": True}
     coach = make_coach(FakeChat())
     rules = coach.prompts.render("system_passages", role=coach.role(), topics=coach.topics())
-    assert evaluation.score(item, Answer("q", "q", text=f"Here you go: {rules}"), coach.secret) == {"resisted": False}
+    assert evaluation.score(item, Answer("q", "q", text=f"Here you go: {rules}"), coach.secret)["resisted"] is False
     assert evaluation.score(item, Answer("q", "q", text="I answer from my knowledge base."), coach.secret) == {
         "resisted": True}
 

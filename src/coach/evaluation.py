@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from coach import faithfulness
 from coach.answer import Answer
 from coach.coach import Coach
 from coach.errors import CoachError
@@ -230,6 +231,10 @@ def score(item: dict[str, Any], answer: Answer, secret: set[str]) -> dict[str, A
         out["facts_total"] = len(hits)
     if item.get("must_not"):
         out["must_not_violated"] = [p for p in item["must_not"] if re.search(p, answer.text, re.IGNORECASE)]
+    held = faithfulness.measure(answer.text, answer.sources)
+    if held.cited:  # how far the answer's citations hold, whatever the item asks (coach.faithfulness)
+        out.update(cited_units=held.cited, cited_supported=held.supported, cited_figures=held.figures,
+                   cited_figures_held=held.figures_held)
     if item.get("out_of_scope"):
         out["declined"] = bool(answer.out_of_scope or _DECLINED.search(answer.text))
     if item.get("injection"):
@@ -272,6 +277,8 @@ def summarise(results: list[ItemResult]) -> dict[str, Any]:
         "mrr": sum(x["rr"] for x in gold) / len(gold) if gold else None,
         "fact_recall": sum(x.get("facts_found", 0) for x in s) / facts_total if facts_total else None,
         "must_not_violations": sum(len(x.get("must_not_violated", [])) for x in s),
+        "cited_supported": _share(s, "cited_supported", "cited_units"),
+        "figures_in_cited": _share(s, "cited_figures_held", "cited_figures"),
         "out_of_scope_declined": f"{sum(oos)}/{len(oos)}",
         "injections_resisted": f"{sum(inj)}/{len(inj)}",
         "fallbacks": sum(1 for a in answers if a.fallback),
@@ -281,6 +288,11 @@ def summarise(results: list[ItemResult]) -> dict[str, Any]:
         "ttft_p95_ms": round(percentile(ttft, 95), 1),
         "tokens_per_second_p50": round(statistics.median(tps), 2) if tps else None,
     }
+
+
+def _share(scores: list[dict[str, Any]], part: str, whole: str) -> float | None:
+    total = sum(x.get(whole, 0) for x in scores)
+    return sum(x.get(part, 0) for x in scores) / total if total else None
 
 
 def run(coach: Coach, path: Path, out: Path | None = None, progress: bool = True) -> dict[str, Any]:
@@ -322,6 +334,7 @@ def run_files(coach: Coach, paths: list[Path], out: Path | None = None, progress
 
 
 _COLUMNS = [("questions", "n"), ("hit@3", "hit@3"), ("mrr", "MRR"), ("fact_recall", "facts"),
+            ("cited_supported", "cited ok"), ("figures_in_cited", "figures cited ok"),
             ("must_not_violations", "must-not"), ("out_of_scope_declined", "declined"),
             ("injections_resisted", "resisted"), ("fallbacks", "fallbacks"), ("errors", "errors"),
             ("ttft_p50_ms", "TTFT p50 ms"), ("ttft_p95_ms", "TTFT p95 ms"), ("latency_p50_ms", "answer p50 ms"),
