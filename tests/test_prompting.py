@@ -33,6 +33,7 @@ FILLED_BY_THE_CODE = {
     "fallback_note": {"backend", "reason"},
     "injection": {"role", "topics"},
     "out_of_scope": {"role", "topics"},
+    "not_english": {"role"},
     "plan_phrase": {"role", "question", "assessment"},
     "profile_extract": {"text"},
     "rewrite": {"history", "question"},
