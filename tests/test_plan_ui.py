@@ -24,6 +24,7 @@ from test_browser import Chat
 from test_ui_fixtures import UiIndex, UiServer, start_server, ui_coach
 
 from coach.coach import Coach
+from coach.config import Settings
 from coach.planner import Profile, RoleCard, assess
 from coach.planner.assess import VERDICT_WORDS, Assessment
 from coach.planner.store import PlanStore
@@ -617,3 +618,15 @@ def test_with_a_login_the_profile_follows_the_user_name(server_factory: Callable
     saved = store.profile(f"user:{USER}")
     store.close()
     assert saved is not None and saved.years_development == 9
+
+
+def test_the_identity_key_is_the_owners_only_and_one_per_data_folder(tmp_path: Path) -> None:
+    from coach.ui.identity import Identity
+
+    settings = Settings(_env_file=None, data_dir=tmp_path / "data")
+    first, second = Identity.of(settings), Identity.of(settings)  # two instances on one data folder
+    key = tmp_path / "data" / ".identity-key"
+    assert key.stat().st_mode & 0o777 == 0o600 and len(key.read_text().strip()) == 64
+    cookie = first.issue()
+    assert second.verify(cookie) == cookie.rpartition(".")[0]
+    assert Identity(b"another key").verify(cookie) is None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import os
 import secrets
 from collections.abc import Awaitable, Callable, MutableMapping
 from http.cookies import CookieError, SimpleCookie
@@ -40,10 +41,14 @@ class Identity:
         """The identity of this data folder: its key file, made on first use (several instances share it)."""
         path = Path(settings.data_dir) / ".identity-key"
         try:
-            if not path.is_file():
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.touch(mode=0o600)
-                path.write_text(secrets.token_hex(32))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:  # made once, by whichever instance comes first; the others read it
+                handle = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+            except FileExistsError:
+                pass
+            else:
+                with os.fdopen(handle, "w") as out:
+                    out.write(secrets.token_hex(32))
             key = path.read_text().strip()
             if key:
                 return cls(key.encode())
