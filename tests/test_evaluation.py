@@ -171,7 +171,8 @@ def test_earlier_turns_are_asked_first_in_the_same_conversation(make_coach: Call
     assert sent[0]["content"] == ITEMS[1]["turns"][0]
     assert "Senior Level: $220,000 - $280,000" in sent[1]["content"]
     [line] = _read(out)
-    assert line["answer"] == "The annual bonus is 10% - 30% of base salary [2]."
+    cited = int(line["answer"].removeprefix("The annual bonus is 10% - 30% of base salary [").removesuffix("]."))
+    assert "30%" in line["sources"][cited - 1]["text"]  # cited to the passage that holds it (faithfulness.repoint)
     assert line["scores"]["facts_found"] == 2 and summary["fact_recall"] == 1.0
     assert line["backend"] == "fake" and line["model"] == "fake-model"
 

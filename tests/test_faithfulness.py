@@ -42,3 +42,34 @@ def test_an_answer_is_counted_per_cited_unit_and_per_figure() -> None:
     got = measure(answer, [BASE, INTRO])
     assert got == Faithfulness(cited=3, supported=1, figures=4, figures_held=2)
     assert got + got == Faithfulness(6, 2, 8, 4)
+
+
+TOTAL = passage("t", "- Annual Bonus: 10% to 30% of base salary\n- Stock Options/RSUs: $50,000 to $500,000+",
+                sub="Total Compensation")
+
+
+@pytest.mark.parametrize(("answer", "fixed"), [
+    # the probe's kind: a bonus range cited to the Base Salary passage; Total Compensation holds it
+    ("The annual bonus ranges from 10% to 30% of base salary [1].",
+     "The annual bonus ranges from 10% to 30% of base salary [3]."),
+    ("- Entry Level: $150,000 - $180,000 [2]\n- Stock Options/RSUs: $50,000 to $500,000+ [3]",
+     "- Entry Level: $150,000 - $180,000 [1]\n- Stock Options/RSUs: $50,000 to $500,000+ [3]"),
+    ("Entry Level pays $150,000 - $180,000 [2][3].", "Entry Level pays $150,000 - $180,000 [1]."),
+])
+def test_a_citation_is_pointed_at_the_passage_that_holds_the_claim(answer: str, fixed: str) -> None:
+    from coach.faithfulness import repoint
+
+    sources = [BASE, INTRO, TOTAL]
+    assert repoint(answer, sources) == fixed
+    assert measure(fixed, sources).supported == measure(fixed, sources).cited
+
+
+@pytest.mark.parametrize("answer", [
+    "Entry Level pays $150,000 - $180,000 [1].",  # supported where it points: untouched
+    "The role offers unlimited vacation and a company car [1].",  # nothing supports it: left for a later stage
+    "No citation here.",
+])
+def test_a_citation_that_holds_or_that_no_source_would_hold_is_left_alone(answer: str) -> None:
+    from coach.faithfulness import repoint
+
+    assert repoint(answer, [BASE, INTRO, TOTAL]) == answer

@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from coach import grounding
+from coach import faithfulness, grounding
 from coach.guards import Citations, StreamGuard, leaks
 from coach.prompting import Prompt
 from coach.retrieval import Passage
@@ -217,6 +217,7 @@ def final_check(stream: StreamChecks, key_facts: str, refusal: str, not_covered:
         checked.out_of_scope = True
     elif not CITATION.search(checked.text):
         checked.text = grounding.cite_missing(checked.text, [(n, p.quoted) for n, p in enumerate(stream.sources, 1)])
+    checked.text = faithfulness.repoint(checked.text, stream.sources)  # a citation to the passage that holds it
     return checked
 
 

@@ -10,11 +10,12 @@ uncited claim is the checks stage's business).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from coach.grounding import figures
 from coach.retrieval import Passage, tokenize
-from coach.text import cited_numbers, split_sentences, strip_citations
+from coach.text import CITATION, cited_numbers, split_sentences, strip_citations
 
 SUPPORT_WORDS = 0.5  # half the content words: a paraphrase keeps about that many of its source's words
 
@@ -60,3 +61,47 @@ def measure(text: str, sources: list[Passage]) -> Faithfulness:
         held = figures("\n".join(p.quoted for p in cited)) if cited else set()
         total += Faithfulness(1, int(supports(unit, cited)), len(stated), len(stated & held))
     return total
+
+
+REPOINT_WORDS = 3  # content words a passage must share with a unit without figures to take its citation
+
+
+def _clearly(unit: str, passage: Passage) -> bool:
+    """Whether a passage holds a unit clearly enough to take its citation: a figure the unit states, or
+    REPOINT_WORDS of its content words (two generic words such as "AI" and "engineering" are in most passages)."""
+    body = strip_citations(unit)
+    if figures(body) & figures(passage.quoted):
+        return True
+    return len(set(tokenize(body)) & set(tokenize(passage.quoted))) >= REPOINT_WORDS
+
+
+def _share(unit: str, passage: Passage) -> float:
+    words = set(tokenize(strip_citations(unit)))
+    return len(words & set(tokenize(passage.quoted))) / len(words) if words else 0.0
+
+
+def repoint(text: str, sources: list[Passage]) -> str:
+    """The answer with each citation that its passage does not support pointed at the source that does.
+
+    A unit whose cited passages do not hold it (`supports`) while another source alone holds it, clearly
+    (`_clearly`), is given that source's number instead (the one holding most of its words when several do). The words are never
+    changed; a unit no source supports keeps its citation (removing what nothing supports is a later stage).
+    """
+    out = text
+    for unit in units(text):
+        numbers = cited_numbers(unit)
+        if not numbers:
+            continue
+        cited = [sources[n - 1] for n in dict.fromkeys(numbers) if 1 <= n <= len(sources)]
+        if supports(unit, cited):
+            continue
+        holders = [(_share(unit, p), n) for n, p in enumerate(sources, 1)
+                   if supports(unit, [p]) and _clearly(unit, p)]
+        if not holders:
+            continue
+        number = max(holders)[1]
+        first = CITATION.search(unit)
+        assert first is not None
+        rest = re.sub(r"\s*" + CITATION.pattern, "", unit[first.end():])
+        out = out.replace(unit, f"{unit[:first.start()]}[{number}]{rest}", 1)
+    return out
