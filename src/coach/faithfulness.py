@@ -84,8 +84,9 @@ def repoint(text: str, sources: list[Passage]) -> str:
     """The answer with each citation that its passage does not support pointed at the source that does.
 
     A unit whose cited passages do not hold it (`supports`) while another source alone holds it, clearly
-    (`_clearly`), is given that source's number instead (the one holding most of its words when several do). The words are never
-    changed; a unit no source supports keeps its citation (removing what nothing supports is a later stage).
+    (`_clearly`), is given that source's number instead (the one holding most of its words when several do).
+    The words are never changed; a unit no source supports keeps its citation (removing what nothing supports
+    is a later stage).
     """
     out = text
     for unit in units(text):
