@@ -108,12 +108,12 @@ class Coach:
         role = roles.resolve(name, found)
         if len(found) <= 1 or role == self.retriever.role:
             return self
-        family = self._family
         with _FAMILY_LOCK:  # two first questions to a role at once make one sibling, not two
-            return self._sibling(family, role, found[0])
+            return self._sibling(role, found[0])
 
-    def _sibling(self, family: dict[str, Coach], role: str, default: str) -> Coach:
+    def _sibling(self, role: str, default: str) -> Coach:
         """The family's coach of `role`, made now if it has none (the default role's coach is this one's root)."""
+        family = self._family
         if role not in family:
             sibling = Coach(self.settings, self.retriever.scoped(role), self.backend, self.prompts,
                             similarity=self.similarity)

@@ -86,8 +86,10 @@ class Database:
         again on the file now at that path (a new, empty one when there is none) and `lost` says what happened.
         """
         with self._lock:
-            if self._engine is not None and self._file is not None and _identity(self._file) != self._identity:
-                gone = _identity(self._file) is None
+            now = _identity(self._file) if self._engine is not None and self._file is not None else self._identity
+            if now != self._identity:
+                gone = now is None
+                assert self._engine is not None
                 self._engine.dispose()
                 self._engine = None
                 log.error("the database file %s was %s while the coach ran; opened again", self._file,

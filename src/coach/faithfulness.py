@@ -39,14 +39,14 @@ def units(text: str) -> list[str]:
     return [s for line in text.splitlines() for s in split_sentences(line) if s.strip()]
 
 
-def supports(unit: str, cited: list[Passage]) -> bool:
-    """Whether the cited passages hold the unit (the rule in the module's docstring)."""
+def supports(unit: str, cited: list[Passage], share: float = SUPPORT_WORDS) -> bool:
+    """Whether the cited passages hold the unit (the rule in the module's docstring; `share` of its words)."""
     body = strip_citations(unit)
     source = "\n".join(p.quoted for p in cited)
     if not cited or not figures(body) <= figures(source):
         return False
     words, held = set(tokenize(body)), set(tokenize(source))
-    return not words or len(words & held) / len(words) >= SUPPORT_WORDS
+    return not words or len(words & held) / len(words) >= share
 
 
 def measure(text: str, sources: list[Passage]) -> Faithfulness:

@@ -12,9 +12,10 @@ from typing import Literal
 from coach.config import Settings
 from coach.conversation import History, trim
 from coach.extractive import Evidence, lead
+from coach.faithfulness import supports
 from coach.llm.base import ChatBackend, Message
 from coach.prompts import Prompts
-from coach.retrieval import Library, Passage
+from coach.retrieval import Library, Passage, tokenize
 
 Mode = Literal["knowledge", "passages"]
 
@@ -150,7 +151,7 @@ class Prompter:
         examples = []
         for block in re.split(r"\n\s*\n", self.prompts.render("examples_knowledge").strip()):
             match = re.fullmatch(r"Question:\s*(.+?)\s*\nAnswer:\s*(.+)", block.strip(), re.DOTALL)
-            labels = re.findall(r"\[@([^\]]+)\]", block)
+            labels = _EXAMPLE_CITE.findall(block)
             if not match or not labels or any(label not in by_label for label in labels):
                 continue
             if example_holds(match.group(2), [by_label[label] for label in labels]):
@@ -159,30 +160,25 @@ class Prompter:
             examples += role_examples(kt.passages, MIN_EXAMPLES - len(examples), {q for q, _ in examples})
         blocks = []
         for question, answer in examples:
-            first = by_label[re.findall(r"\[@([^\]]+)\]", answer)[0]]
+            first = by_label[_EXAMPLE_CITE.findall(answer)[0]]
             user = self._user_knowledge(kt, question, kt.numbers[first.id], first)
-            reply = re.sub(r"\[@([^\]]+)\]", lambda m: f"[{kt.numbers[by_label[m.group(1)].id]}]", answer)
+            reply = _EXAMPLE_CITE.sub(lambda m: f"[{kt.numbers[by_label[m.group(1)].id]}]", answer)
             blocks.append(f"User: {user.strip()}\nCoach: {reply.strip()}")
         return "\n\n".join(blocks)
 
 
 MIN_EXAMPLES = 3  # as many as the shipped file holds: a list, a sentence with a figure, a list of names
 EXAMPLE_SUPPORT = 0.8  # share of an example's content words its cited passages must hold (its figures: all)
+_EXAMPLE_CITE = re.compile(r"\[@([^\]]+)\]")  # [@Section > Subsection] in prompts/examples_knowledge.txt
 _LABELLED = re.compile(r"^\s*[-*+\u2022]\s+([A-Z][^:]{2,60}):\s+(.+)$")
 
 
 def example_holds(answer: str, cited: list[Passage]) -> bool:
     """Whether the cited passages hold an example answer: every figure, and EXAMPLE_SUPPORT of its content
-    words (a rephrased lead such as "Emerging roles include" passes; another role's field names do not)."""
-    from coach.grounding import figures
-    from coach.retrieval import tokenize
-
-    text = re.sub(r"\[@[^\]]+\]", " ", answer).replace("$$", "$")
-    source = " ".join(p.quoted for p in cited)
-    if not figures(text) <= figures(source):
-        return False
-    words, held = set(tokenize(text)), set(tokenize(source))
-    return bool(words) and len(words & held) / len(words) >= EXAMPLE_SUPPORT
+    words (a rephrased lead such as "Emerging roles include" passes; another role's field names do not): the
+    support rule of answers (faithfulness.supports), stricter."""
+    text = _EXAMPLE_CITE.sub(" ", answer).replace("$$", "$")
+    return bool(tokenize(text)) and supports(text, cited, EXAMPLE_SUPPORT)
 
 
 def role_examples(passages: tuple[Passage, ...], n: int, asked: set[str]) -> list[tuple[str, str]]:

@@ -171,10 +171,8 @@ class HybridRetriever:
             if key == self._loaded:
                 return
             _, ids, docs, metas = self.index.all_passages()
-            first: dict[str, str] = {}
-            for m in sorted(metas, key=lambda m: str(m.get("source", ""))):
-                first.setdefault(str(m.get("role", "")), "")
-            self._roles = tuple(first)
+            self._roles = tuple(dict.fromkeys(str(m.get("role", ""))
+                                              for m in sorted(metas, key=lambda m: str(m.get("source", "")))))
             if self.role is not None:
                 keep = [i for i, m in enumerate(metas) if m.get("role", "") == self.role]
                 ids, docs, metas = [ids[i] for i in keep], [docs[i] for i in keep], [metas[i] for i in keep]

@@ -59,10 +59,14 @@ class KnowledgeWatch:
         self.index = index
         self.say = say or (lambda message: log.info("%s", message))
         self.folder = Path(settings.knowledge_dir)
-        self.note: str | None = None  # "knowledge re-read at 10:42: 1 updated" for the status line
         self._seen = fingerprint(self.folder)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+
+    @property
+    def note(self) -> str | None:
+        """What the watch last did ("knowledge re-read at 10:42: ..."), kept on the index for the status line."""
+        return self.index.note
 
     def check(self) -> SyncReport | None:
         """Rebuild the index if the folder changed since the last look; the report, or None when unchanged."""
@@ -72,8 +76,8 @@ class KnowledgeWatch:
         try:
             kb = knowledge.load(self.folder, self.settings.chunk_max_words)
         except CoachError as exc:  # e.g. every file removed: the old index keeps answering, and the log says why
-            self.note = f"the knowledge folder cannot be used ({exc}); answers still come from the last good index"
-            self.index.note = self.note
+            self.index.note = (f"the knowledge folder cannot be used ({exc}); answers still come from the last good "
+                               "index")
             self._seen = now
             return None
         wanted = {c.id: c.hash for c in kb.chunks}
@@ -86,10 +90,9 @@ class KnowledgeWatch:
             report = self.index.rebuild(kb.chunks, progress=False)
         added, removed = len(wanted.keys() - have.keys()), len(have.keys() - wanted.keys())
         updated = sum(1 for k in wanted.keys() & have.keys() if wanted[k] != have[k])
-        self.note = (f"knowledge re-read at {time.strftime('%H:%M')}: {updated} passage(s) changed, {added} added, "
-                     f"{removed} removed")
-        self.index.note = self.note
-        self.say(f"index: {self.note}")
+        self.index.note = (f"knowledge re-read at {time.strftime('%H:%M')}: {updated} passage(s) changed, {added} "
+                           f"added, {removed} removed")
+        self.say(f"index: {self.index.note}")
         return report
 
     def start(self, interval: float = POLL_S) -> KnowledgeWatch:

@@ -273,8 +273,9 @@ def read_entries(text: str, today: date | None = None) -> list[Entry]:
     entries: list[Entry] = []
     unit_said = False  # an elided number is a duration only after one with its unit
     for _, clause in _clauses(text):
-        found = [d for d in durations(clause, today) if not d.elided or unit_said or any(
-            not e.elided and e.start < d.start for e in durations(clause, today))]
+        every = durations(clause, today)
+        found = [d for d in every if not d.elided or unit_said or any(not e.elided and e.start < d.start
+                                                                        for e in every)]
         unit_said = unit_said or any(not d.elided for d in found)
         if not found:
             entries += _never(clause)

@@ -71,20 +71,23 @@ def read_resume_file(path: Path, seconds: float = READ_SECONDS) -> ResumeText:
         reply = json.loads(done.stdout.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError):
         # killed by its memory limit (MemoryError, or the system's kill), or crashed inside a parser
-        raise ResumeError(f"{path.name} needs more memory to read than a résumé may; it was stopped.") from None
+        raise ResumeError(_too_much_memory(path.name)) from None
     if "error" in reply:
         raise ResumeError(str(reply["error"]))
     return ResumeText(str(reply["text"]), bool(reply.get("cut")))
 
 
-def _check_size(path: Path) -> int:
+def _too_much_memory(name: str) -> str:
+    return f"{name} needs more memory to read than a résumé may; it was stopped."
+
+
+def _check_size(path: Path) -> None:
     try:
         size = path.stat().st_size
     except OSError:
         raise ResumeError(f"{path.name}: the file cannot be opened.") from None
     if size > MAX_BYTES:
         raise ResumeError(f"{path.name} is {size / 1e6:.1f} MB; résumés up to 10 MB can be read.")
-    return size
 
 
 def resume_text(path: Path) -> ResumeText:
@@ -194,7 +197,7 @@ def _main(argv: list[str]) -> int:
     except ResumeError as exc:
         reply = {"error": str(exc)}
     except MemoryError:
-        reply = {"error": f"{Path(argv[0]).name} needs more memory to read than a résumé may; it was stopped."}
+        reply = {"error": _too_much_memory(Path(argv[0]).name)}
     sys.stdout.write(json.dumps(reply, ensure_ascii=False))
     return 0
 

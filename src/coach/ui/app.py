@@ -99,7 +99,7 @@ def build_ui(coach: Coach, settings: Settings, store: PlanStore | None = None) -
                                                              picked_role)):
             yield step
 
-    def on_role(picked_role: str | None, conversation: Conversation | None) -> tuple[Any, Any]:
+    def on_role(picked_role: str | None) -> tuple[Any, Any]:
         """Another role picked: a new conversation about it (the one shown is saved and keeps its own role)."""
         return chat.new_conversation(picked_role), []
 
@@ -174,7 +174,7 @@ def build_ui(coach: Coach, settings: Settings, store: PlanStore | None = None) -
         leave: dict[str, Any] = {"cancels": [asked, picked], "queue": False, "api_visibility": "private"}
         new_chat.click(lambda r: (chat.new_conversation(r if len(roles) > 1 else None), []), [role_choice],
                        [conversation, chatbot], **leave)
-        role_choice.input(on_role, [role_choice, conversation], [conversation, chatbot], **leave)
+        role_choice.input(on_role, [role_choice], [conversation, chatbot], **leave)
         chatbot.clear(forget, [conversation, saved], [conversation, saved], **leave)
         gr.on([demo.load, saved.change], lambda s: gr.Dataset(samples=[[c.get("title", "")] for c in s or []]),
               [saved], [chats], queue=False, api_visibility="private")

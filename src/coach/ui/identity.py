@@ -14,6 +14,7 @@ import hmac
 import logging
 import os
 import secrets
+import threading
 from collections.abc import Awaitable, Callable, MutableMapping
 from http.cookies import CookieError, SimpleCookie
 from pathlib import Path
@@ -26,6 +27,8 @@ log = logging.getLogger("coach.ui")
 COOKIE = "coach_person"
 MAX_AGE_S = 400 * 24 * 3600  # the longest lifetime browsers keep a cookie
 API_PATHS = ("/v1", "/healthz")  # clients of the API carry keys, not cookies
+_KNOWN: dict[Path, Identity] = {}  # Identity.of, per key file
+_KNOWN_LOCK = threading.Lock()
 Scope = MutableMapping[str, Any]
 Asgi = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]]
 
@@ -38,8 +41,19 @@ class Identity:
 
     @classmethod
     def of(cls, settings: Settings) -> Identity:
-        """The identity of this data folder: its key file, made on first use (several instances share it)."""
-        path = Path(settings.data_dir) / ".identity-key"
+        """The identity of this data folder: its key file, made on first use (several instances share it).
+
+        One object per folder in a process: the page's handlers and the middleware that issues the cookie must
+        hold the same key, also when the folder cannot keep one and the key is random.
+        """
+        path = (Path(settings.data_dir) / ".identity-key").resolve()
+        with _KNOWN_LOCK:
+            if path not in _KNOWN:
+                _KNOWN[path] = cls._load(path)
+            return _KNOWN[path]
+
+    @classmethod
+    def _load(cls, path: Path) -> Identity:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             try:  # made once, by whichever instance comes first; the others read it
@@ -87,35 +101,6 @@ class Identity:
         ident = self.verify(_cookies(headers.get("cookie", "") if headers is not None else "").get(COOKIE))
         return f"browser:{ident}" if ident else ""
 
-    def middleware(self, app: Asgi) -> Asgi:
-        """ASGI middleware: a response to a request without a valid person cookie sets a new one."""
-        async def with_identity(scope: Scope, receive: Callable[[], Awaitable[Any]],
-                                send: Callable[[Any], Awaitable[None]]) -> None:
-            if scope["type"] != "http" or scope.get("path", "").startswith(API_PATHS):
-                await app(scope, receive, send)
-                return
-            raw = b"; ".join(v for k, v in scope.get("headers", []) if k == b"cookie").decode("latin-1")
-            if self.verify(_cookies(raw).get(COOKIE)):
-                await app(scope, receive, send)
-                return
-            value = self.issue()
-            # This request already counts as the new person's (its handlers read the cookie from its headers).
-            merged = f"{raw}; {COOKIE}={value}" if raw else f"{COOKIE}={value}"
-            scope = {**scope, "headers": [*(h for h in scope.get("headers", []) if h[0] != b"cookie"),
-                                          (b"cookie", merged.encode("latin-1"))]}
-            secure = "; Secure" if scope.get("scheme") == "https" else ""
-            header = f"{COOKIE}={value}; Path=/; Max-Age={MAX_AGE_S}; HttpOnly; SameSite=Strict{secure}"
-
-            async def send_with_cookie(message: Any) -> None:
-                if message["type"] == "http.response.start":
-                    message = {**message, "headers": [*message.get("headers", []),
-                                                      (b"set-cookie", header.encode("latin-1"))]}
-                await send(message)
-
-            await app(scope, receive, send_with_cookie)
-
-        return with_identity
-
 
 def _cookies(header: str) -> dict[str, str]:
     jar: SimpleCookie = SimpleCookie()
@@ -127,11 +112,35 @@ def _cookies(header: str) -> dict[str, str]:
 
 
 class IdentityMiddleware:
-    """Identity.middleware as a class, for Starlette's `Middleware(IdentityMiddleware, identity=...)`."""
+    """ASGI middleware (Starlette's `Middleware(IdentityMiddleware, identity=...)`): a response to a request
+    without a valid person cookie sets a new one."""
 
     def __init__(self, app: Asgi, identity: Identity) -> None:
-        self._call = identity.middleware(app)
+        self.app = app
+        self.identity = identity
 
     async def __call__(self, scope: Scope, receive: Callable[[], Awaitable[Any]],
                        send: Callable[[Any], Awaitable[None]]) -> None:
-        await self._call(scope, receive, send)
+        app, identity = self.app, self.identity
+        if scope["type"] != "http" or scope.get("path", "").startswith(API_PATHS):
+            await app(scope, receive, send)
+            return
+        raw = b"; ".join(v for k, v in scope.get("headers", []) if k == b"cookie").decode("latin-1")
+        if identity.verify(_cookies(raw).get(COOKIE)):
+            await app(scope, receive, send)
+            return
+        value = identity.issue()
+        # This request already counts as the new person's (its handlers read the cookie from its headers).
+        merged = f"{raw}; {COOKIE}={value}" if raw else f"{COOKIE}={value}"
+        scope = {**scope, "headers": [*(h for h in scope.get("headers", []) if h[0] != b"cookie"),
+                                      (b"cookie", merged.encode("latin-1"))]}
+        secure = "; Secure" if scope.get("scheme") == "https" else ""
+        header = f"{COOKIE}={value}; Path=/; Max-Age={MAX_AGE_S}; HttpOnly; SameSite=Strict{secure}"
+
+        async def send_with_cookie(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []),
+                                                  (b"set-cookie", header.encode("latin-1"))]}
+            await send(message)
+
+        await app(scope, receive, send_with_cookie)

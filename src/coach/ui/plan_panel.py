@@ -2,7 +2,7 @@
 
 The panel shows the planner's assessment of the person (coach.planner); nothing here decides anything.
 Profiles and ticked items are kept in the database (coach.planner.store), keyed by the person: their
-user name when the page has a log-in, else a random id kept in their browser.
+user name when the page has a log-in, else the random id of the server's signed cookie (coach.ui.identity).
 """
 
 from __future__ import annotations
